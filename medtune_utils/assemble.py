@@ -1,0 +1,310 @@
+"""Sources -> instruction rows -> a seeded, checked `DatasetDict(train, validation)` with a stats table."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from .config import DataConfig, Profile
+from .io import atomic_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from .paths import resolve
+from .prompts import build_prompt, training_text
+from .records import MissingSourceError, Record
+from .runinfo import record_step
+from .tasks import Task, get_task, match_source, task_names
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("instruction", "input", "output", "source", "task", "id")
+SPLITS = ("train", "validation")
+
+
+class LeakageError(RuntimeError):
+    """Validation inputs were found in the training rows and the profile asked for `leakage: fail`."""
+
+
+@dataclass
+class Assembly:
+    """The assembled dataset, its per-source statistics, the notices shown, and the raw files read."""
+
+    dataset: DatasetDict
+    stats: pd.DataFrame
+    notices: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def assemble(data: DataConfig, seed: int) -> Assembly:
+    """Build the instruction dataset described by `data` (no files written; see `save_assembly`)."""
+    data_dir = resolve(data.dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory not found: {data_dir}")
+    notices: list[str] = []
+    files: dict[str, str] = {}
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    read_counts: dict[tuple[str, str], int] = {}
+    source_split: dict[str, str] = {}
+    if data.released:
+        _add_released(data, seed, rows, read_counts, source_split, files)
+    else:
+        for task, folder in _available_tasks(data, data_dir, notices):
+            source_split[task.name] = task.resolve_split(data.eval_split)
+            for split, requested in (("train", "train"), ("validation", data.eval_split)):
+                records = task.load(folder, requested, seed)
+                read_counts[(task.name, split)] = len(records)
+                chosen = _cap(records, _limit(data, split, task.name), seed, f"{task.name}/{split}")
+                rows[split].extend(to_row(task, record, seed) for record in chosen)
+            files.update(_hash_folder(folder))
+    if not rows["train"]:
+        raise ValueError(f"no training rows: no usable source in {data_dir} (notices: {' | '.join(notices) or 'none'})")
+    duplicates = _dedup(rows["train"]) if data.dedup else Counter()
+    leaked = _check_leakage(rows, data.leakage)
+    random.Random(seed).shuffle(rows["train"])
+    dataset = DatasetDict({split: Dataset.from_list(rows[split], features=None) if rows[split] else _empty() for split in SPLITS})
+    stats = _stats(rows, read_counts, duplicates, leaked, source_split)
+    return Assembly(dataset, stats, notices, files)
+
+
+def to_row(task: Task, record: Record, seed: int) -> dict[str, str]:
+    """One instruction row; the paraphrase is chosen by a hash of the seed and the record id."""
+    choice = random.Random(f"{seed}|{record.id}").randrange(1 << 30)
+    input_text, output = task.to_example(record)
+    return {
+        "instruction": task.instruction_for(record, choice),
+        "input": input_text,
+        "output": output,
+        "source": task.name,
+        "task": task.family,
+        "id": record.id,
+    }
+
+
+def run_assembly(profile: Profile, run_dir: str | Path, tokenizer: str | None = None) -> Assembly:
+    """Notebook 01's job: assemble, add token lengths, save to `<run_dir>/data/`, record the step."""
+    from .modeling import tokenizer_for_stats
+
+    assembly = assemble(profile.data, profile.seed)
+    texts = (training_text(row) for row in assembly.dataset["train"])
+    stats_tokenizer = tokenizer_for_stats(profile, texts, tokenizer)
+    if stats_tokenizer is not None:
+        assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, stats_tokenizer), on=["source", "split"])
+    save_assembly(assembly, resolve(run_dir) / "data")
+    record_step(run_dir, "assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
+    return assembly
+
+
+def save_assembly(assembly: Assembly, out_dir: str | Path) -> Path:
+    """Write Arrow (`save_to_disk`), JSONL exports, `stats.csv` and `manifest.json` into `out_dir`, atomically."""
+    out_dir = resolve(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        assembly.dataset.save_to_disk(str(tmp))
+        for split in SPLITS:
+            write_jsonl_atomic(tmp / f"{split}.jsonl", assembly.dataset[split].to_list())
+        write_text_atomic(tmp / "stats.csv", assembly.stats.to_csv(index=False))
+        write_json_atomic(tmp / "manifest.json", {"notices": assembly.notices, "source_files": assembly.files})
+    return out_dir
+
+
+def load_assembly(out_dir: str | Path) -> DatasetDict:
+    """Load a saved instruction dataset, with a clear error when 01 has not been run."""
+    out_dir = resolve(out_dir)
+    if not (out_dir / "dataset_dict.json").is_file():
+        raise FileNotFoundError(f"no instruction dataset in {out_dir}: run notebooks/01_assemble_instructions.ipynb first")
+    return load_from_disk(str(out_dir))
+
+
+def token_stats(dataset: DatasetDict, tokenizer: Any) -> pd.DataFrame:
+    """Mean prompt and completion length in tokens of `tokenizer`, per source and split."""
+    records = []
+    for split in SPLITS:
+        by_source: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for row in dataset[split]:
+            prompt = len(tokenizer(build_prompt(row["instruction"], row["input"]))["input_ids"])
+            completion = len(tokenizer(row["output"], add_special_tokens=False)["input_ids"])
+            by_source[row["source"]].append((prompt, completion))
+        for source, lengths in by_source.items():
+            records.append(
+                {
+                    "source": source,
+                    "split": split,
+                    "prompt_tokens": sum(p for p, _ in lengths) / len(lengths),
+                    "completion_tokens": sum(c for _, c in lengths) / len(lengths),
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def _available_tasks(data: DataConfig, data_dir: Path, notices: list[str]) -> Iterable[tuple[Task, Path]]:
+    explicit = data.sources is not None
+    for name in data.sources if explicit else task_names():
+        task = get_task(name, data.ner_format)
+        base = resolve(data.credentialed_dir) if task.credentialed and data.credentialed_dir else data_dir
+        try:
+            folder = task.find_folder(base)
+        except MissingSourceError as exc:
+            if explicit and not task.credentialed:
+                raise
+            notices.append(f"skipped {exc}")
+            log.warning("skipped %s", exc)
+            continue
+        yield task, folder
+
+
+def _limit(data: DataConfig, split: str, source: str) -> int | None:
+    caps = data.train_rows if split == "train" else data.validation_rows
+    return caps.get(source, caps.get("default"))
+
+
+def _cap(records: list[Record], limit: int | None, seed: int, salt: str) -> list[Record]:
+    """A seeded sample of at most `limit` records, in their original order."""
+    if limit is None or len(records) <= limit:
+        return records
+    keep = sorted(random.Random(f"{seed}|{salt}").sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def _dedup(train: list[dict[str, Any]]) -> Counter:
+    """Drop repeated (source, input, output) training rows in place; count removals per source."""
+    seen: set[tuple[str, str, str]] = set()
+    removed: Counter = Counter()
+    kept = []
+    for row in train:
+        key = (row["source"], row["input"], row["output"])
+        if key in seen:
+            removed[row["source"]] += 1
+            continue
+        seen.add(key)
+        kept.append(row)
+    train[:] = kept
+    return removed
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _check_leakage(rows: dict[str, list[dict[str, Any]]], policy: str) -> Counter:
+    """Count validation rows whose input also appears in training; drop those training rows or fail if asked."""
+    validation_inputs = {_normal(r["input"]) for r in rows["validation"] if r["input"].strip()}
+    train_inputs = {_normal(r["input"]) for r in rows["train"]}
+    leaked = Counter(r["source"] for r in rows["validation"] if r["input"].strip() and _normal(r["input"]) in train_inputs)
+    if leaked and policy == "fail":
+        detail = ", ".join(f"{s}: {n}" for s, n in sorted(leaked.items()))
+        raise LeakageError(f"validation inputs found in training rows ({detail}); set data.leakage to report or drop")
+    if leaked and policy == "drop":
+        rows["train"][:] = [r for r in rows["train"] if _normal(r["input"]) not in validation_inputs]
+    if leaked:
+        log.warning("validation inputs also in training rows: %s (policy: %s)", dict(leaked), policy)
+    return leaked
+
+
+def _stats(
+    rows: dict[str, list[dict[str, Any]]],
+    read_counts: dict[tuple[str, str], int],
+    duplicates: Counter,
+    leaked: Counter,
+    source_split: dict[str, str],
+) -> pd.DataFrame:
+    records = []
+    for split in SPLITS:
+        by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows[split]:
+            by_source[row["source"]].append(row)
+        for source, group in sorted(by_source.items()):
+            records.append(
+                {
+                    "source": source,
+                    "task": group[0]["task"],
+                    "split": split,
+                    "source_split": "train" if split == "train" else source_split.get(source, "validation"),
+                    "rows": len(group),
+                    "rows_read": read_counts.get((source, split), len(group)),
+                    "duplicates_removed": duplicates.get(source, 0) if split == "train" else 0,
+                    "leaked_inputs": leaked.get(source, 0) if split == "validation" else 0,
+                    "prompt_chars": sum(len(build_prompt(r["instruction"], r["input"])) for r in group) / len(group),
+                    "completion_chars": sum(len(r["output"]) for r in group) / len(group),
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def _add_released(
+    data: DataConfig,
+    seed: int,
+    rows: dict[str, list[dict[str, Any]]],
+    read_counts: dict[tuple[str, str], int],
+    source_split: dict[str, str],
+    files: dict[str, str],
+) -> None:
+    """Rows from the released parquet (a local folder of `train-*.parquet` / `validation-*.parquet`, or the hub)."""
+    from .sources import read_released
+
+    location = resolve(data.released) if not _looks_like_hub_id(data.released) else None
+    for split in SPLITS:
+        if location is not None:
+            paths = sorted(location.rglob(f"{split}-*.parquet"))
+            if split == "train" and not paths:
+                raise FileNotFoundError(f"no train-*.parquet under {location} (data.released)")
+            records = [r for p in paths for r in read_released(p, f"released/{split}/{p.stem}/")]
+            files.update(_hash_files(paths))
+        else:
+            records = _released_from_hub(str(data.released), split)
+        grouped: dict[str, list[Record]] = defaultdict(list)
+        for record in records:
+            grouped[match_source(record.source) or record.source].append(record)
+        for source, group in sorted(grouped.items()):
+            read_counts[(source, split)] = len(group)
+            family = get_task(source).family if source in task_names() else "qa"
+            source_split[source] = "released-validation"
+            for record in _cap(group, _limit(data, split, source), seed, f"released/{source}/{split}"):
+                rows[split].append(
+                    {
+                        "instruction": record.instruction,
+                        "input": record.input,
+                        "output": record.output,
+                        "source": source,
+                        "task": family,
+                        "id": record.id,
+                    }
+                )
+
+
+def _released_from_hub(repo_id: str, split: str) -> list[Record]:
+    from datasets import load_dataset
+
+    from .records import InstructionRecord
+
+    try:
+        ds = load_dataset(repo_id, split=split)
+    except ValueError:
+        if split == "train":
+            raise
+        return []
+    return [
+        InstructionRecord(f"released/{split}/{i}", r["instruction"], r["input"], r["output"], r["source"])
+        for i, r in enumerate(ds)
+    ]
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    return value.count("/") == 1 and not resolve(value).exists() and not value.startswith((".", "/"))
+
+
+def _hash_folder(folder: Path) -> dict[str, str]:
+    return _hash_files(sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".md"))
+
+
+def _hash_files(paths: Iterable[Path]) -> dict[str, str]:
+    return {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def _empty() -> Dataset:
+    return Dataset.from_dict({c: [] for c in COLUMNS})

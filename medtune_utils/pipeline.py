@@ -1,0 +1,98 @@
+"""Run the four notebooks in order with papermill: `python -m medtune_utils.pipeline --profile tiny`.
+
+Executed notebooks are kept in `<run_dir>/notebooks/`. A failing notebook stops the pipeline with a
+non-zero exit and the failing cell's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, load_profile, parse_set_args
+from .paths import repo_root, resolve
+
+NOTEBOOKS = ("01_assemble_instructions", "02_finetune", "03_evaluate", "04_figures_and_tables")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+def run_pipeline(
+    profile: str,
+    run_dir: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    notebooks: Sequence[str] = NOTEBOOKS,
+    progress: bool = True,
+) -> Path:
+    """Execute `notebooks` with the same parameters; return the run folder. Settings are checked before any work."""
+    import papermill as pm
+
+    overrides = dict(overrides or {})
+    if data_dir is not None:
+        if not resolve(data_dir).is_dir():
+            raise FileNotFoundError(f"data directory not found: {resolve(data_dir)}")
+        overrides["data.dir"] = data_dir
+    resolved = load_profile(profile, overrides)
+    if not resolve(resolved.data.dir).is_dir():
+        raise FileNotFoundError(f"data directory not found: {resolve(resolved.data.dir)} (profile {resolved.name}, data.dir)")
+    run_dir = run_dir or f"results/{resolved.name}"
+    out_dir = resolve(run_dir) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    values = {"profile": profile, "run_dir": run_dir, "overrides": overrides}
+    for number, name in enumerate(notebooks, start=1):
+        source = repo_root() / "notebooks" / f"{name}.ipynb"
+        target = out_dir / f"{name}.ipynb"
+        declared = pm.inspect_notebook(str(source))
+        parameters = {key: value for key, value in values.items() if key in declared}
+        print(f"[{number}/{len(notebooks)}] {name} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                kernel_name="python3",
+                progress_bar=progress,
+                cwd=str(repo_root()),
+            )
+        except pm.PapermillExecutionError as exc:
+            raise NotebookFailed(
+                f"{name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue} (executed notebook: {target})"
+            ) from None
+        print(f"[{number}/{len(notebooks)}] {name} done in {time.perf_counter() - started:.1f} s", flush=True)
+    return resolve(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; prints where the scores, figures and tables are."""
+    parser = argparse.ArgumentParser(description="Run notebooks 01-04 headless with papermill.")
+    parser.add_argument("--profile", default="tiny", help="profile name in configs/profiles/ (default: tiny)")
+    parser.add_argument("--run-dir", help="run folder (default: results/<profile>)")
+    parser.add_argument("--data-dir", help="source data folder (default: the profile's data.dir)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="profile override, e.g. train.max_steps=20"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    args = parser.parse_args(argv)
+    try:
+        run_dir = run_pipeline(args.profile, args.run_dir, args.data_dir, parse_set_args(args.set), progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, NotebookFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    figures = run_dir / "figures"
+    print(f"scores:  {run_dir / 'scores.json'}")
+    print(f"figure:  {figures / 'results.png'} (and {len(list(figures.glob('*.png')))} more PNG/PDF pairs in {figures})")
+    print(f"table:   {figures / 'main_results.md'} (also .tex and .csv)")
+    print(f"notebooks executed: {run_dir / 'notebooks'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

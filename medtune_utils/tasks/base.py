@@ -1,0 +1,104 @@
+"""What every task entry shares: the parsed-prediction type, answer cleaning, and split handling."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..prompts import RESPONSE_HEADER
+from ..records import MissingSourceError, Record
+
+_NEXT_HEADER = re.compile(r"(?:^|\n)\s*###")
+_SPECIAL_TOKENS = re.compile(r"</s>|<\|endoftext\|>|<\|eot_id\|>|<eos>")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed generation: the prediction in the gold's own form, and whether it followed the format exactly."""
+
+    value: Any
+    well_formed: bool
+
+
+def clean_generation(text: str) -> str:
+    """The answer part of a generation: after an echoed `### Response:`, before the next `###` header."""
+    header = RESPONSE_HEADER.strip()
+    if header in text:
+        text = text.rsplit(header, 1)[1]
+    text = _SPECIAL_TOKENS.sub("", text)
+    match = _NEXT_HEADER.search(text)
+    if match:
+        text = text[: match.start()]
+    return text.strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task(ABC):
+    """One source dataset: how to read it, turn a record into an instruction row, and parse an answer back."""
+
+    name: str
+    family: str
+    instructions: tuple[str, ...]
+    dirnames: tuple[str, ...]
+    obtain: str
+    split_files: dict[str, str] = field(default_factory=dict)
+    credentialed: bool = False
+    description: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.instructions) < 5:
+            raise ValueError(f"task {self.name}: needs at least five instruction paraphrases")
+
+    def find_folder(self, data_dir: Path) -> Path:
+        """The source's folder under `data_dir`, or `MissingSourceError` saying how to get it."""
+        for name in self.dirnames:
+            if (data_dir / name).is_dir():
+                return data_dir / name
+        raise MissingSourceError(f"{self.name}: not found in {data_dir} (looked for {', '.join(self.dirnames)}). {self.obtain}")
+
+    def resolve_split(self, split: str) -> str:
+        """The split actually read for `split`: sources without a devel split fall back to test."""
+        if split in self.split_files:
+            return split
+        if split == "devel" and "test" in self.split_files:
+            return "test"
+        raise ValueError(f"{self.name}: no {split!r} split (has {', '.join(self.split_files)})")
+
+    def load(self, folder: Path, split: str, seed: int = 0) -> list[Record]:
+        """Read the records of `split` (train, devel or test) from the source's folder."""
+        actual = self.resolve_split(split)
+        return self.read_file(folder / self.split_files[actual], f"{self.name}/{actual}/")
+
+    @abstractmethod
+    def read_file(self, path: Path, id_prefix: str) -> list[Record]:
+        """Read one raw file of this source."""
+
+    @abstractmethod
+    def to_example(self, record: Record) -> tuple[str, str]:
+        """The row's `(input, output)` for a record."""
+
+    @abstractmethod
+    def parse(self, generation: str, input_text: str) -> Parsed:
+        """Turn a generation into a prediction; never raises."""
+
+    def instruction_for(self, record: Record, choice: int) -> str:
+        """The instruction paraphrase number `choice` (modulo the number of paraphrases)."""
+        return self.instructions[choice % len(self.instructions)]
+
+    def render(self, value: Any, input_text: str) -> str:
+        """Write a gold or predicted value back in this task's answer format (the inverse of `parse`)."""
+        return str(value) if value is not None else ""
+
+    def gold(self, output: str, input_text: str) -> Any:
+        """The gold value of a row, recovered from its output (the formatter is exactly invertible)."""
+        return self.parse(output, input_text).value
+
+    @property
+    def label_names(self) -> Sequence[str]:
+        """Labels of a classification task (empty for others)."""
+        return ()

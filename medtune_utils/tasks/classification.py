@@ -1,0 +1,139 @@
+"""Closed-label tasks: relation extraction, NLI and closed QA (one label), and HoC (a set of labels)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..records import MultiLabelRecord, NliRecord, QaRecord, RelationRecord
+from ..sources import read_hoc, read_mednli, read_relation_tsv
+from ..sources.pubmedqa import read_pubmedqa, read_test_pmids
+from .base import Parsed, Task, clean_generation
+from .labels import find_labels, normalise
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelTask(Task):
+    """A task whose answer is exactly one label; `labels` are the output strings, in display order."""
+
+    labels: tuple[str, ...]
+    raw_labels: dict[str, str] = field(default_factory=dict)
+    surface_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    positive_label: str | None = None
+    negative_labels: tuple[str, ...] = ()
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.labels
+
+    def parse(self, generation: str, input_text: str) -> Parsed:
+        answer = clean_generation(generation)
+        exact = {normalise(label): label for label in self.labels}
+        if normalise(answer) in exact:
+            return Parsed(exact[normalise(answer)], True)
+        found = find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels})
+        return Parsed(found[0] if found else None, False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelationTask(LabelTask):
+    """Masked-entity relation classification (GAD, i2b2-2010)."""
+
+    masks: tuple[str, ...]
+
+    def read_file(self, path: Path, id_prefix: str) -> list[RelationRecord]:
+        return read_relation_tsv(path, id_prefix, self.raw_labels, self.masks)
+
+    def to_example(self, record: RelationRecord) -> tuple[str, str]:
+        return record.sentence, record.label
+
+
+@dataclass(frozen=True, kw_only=True)
+class NliTask(LabelTask):
+    """Premise/hypothesis inference (MedNLI)."""
+
+    def read_file(self, path: Path, id_prefix: str) -> list[NliRecord]:
+        return read_mednli(path, id_prefix, self.raw_labels)
+
+    def to_example(self, record: NliRecord) -> tuple[str, str]:
+        return f"Premise: {record.premise}\nHypothesis: {record.hypothesis}", record.label
+
+
+@dataclass(frozen=True, kw_only=True)
+class PubMedQaTask(LabelTask):
+    """PubMedQA PQA-L: the official 500 test questions; the other 500 split seeded into train and devel."""
+
+    devel_fraction: float = 0.1
+
+    def load(self, folder: Path, split: str, seed: int = 0) -> list[QaRecord]:
+        actual = self.resolve_split(split)
+        labelled = read_pubmedqa(folder / self.split_files["train"], f"{self.name}/labelled/")
+        test = set(read_test_pmids(folder / self.split_files["test"], labelled))
+        if actual == "test":
+            return [_with_id(labelled[p], f"{self.name}/test/{p}") for p in labelled if p in test]
+        pool = sorted(p for p in labelled if p not in test)
+        devel = _stratified_sample(pool, [labelled[p].label for p in pool], self.devel_fraction, seed)
+        chosen = [p for p in pool if (p in devel) == (actual == "devel")]
+        return [_with_id(labelled[p], f"{self.name}/{actual}/{p}") for p in chosen]
+
+    def read_file(self, path: Path, id_prefix: str) -> list[QaRecord]:
+        return list(read_pubmedqa(path, id_prefix).values())
+
+    def to_example(self, record: QaRecord) -> tuple[str, str]:
+        return f"Question: {record.question}\nContext: {record.context}", record.label
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiLabelTask(Task):
+    """Sentence classification into any subset of `labels` (HoC); an empty set is written `None`."""
+
+    labels: tuple[str, ...]
+    surface_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    none_answer: str = "None"
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.labels
+
+    def read_file(self, path: Path, id_prefix: str) -> list[MultiLabelRecord]:
+        return read_hoc(path, id_prefix, self.labels)
+
+    def to_example(self, record: MultiLabelRecord) -> tuple[str, str]:
+        return record.sentence, self.render(record.labels, record.sentence)
+
+    def render(self, value: tuple[str, ...], input_text: str) -> str:
+        return ", ".join(value) or self.none_answer
+
+    def parse(self, generation: str, input_text: str) -> Parsed:
+        answer = clean_generation(generation)
+        if normalise(answer) == normalise(self.none_answer):
+            return Parsed((), True)
+        exact = {normalise(label): label for label in self.labels}
+        pieces = [normalise(p) for p in answer.split(",")]
+        if pieces and all(p in exact for p in pieces) and len(set(pieces)) == len(pieces):
+            chosen = {exact[p] for p in pieces}
+            ordered = tuple(label for label in self.labels if label in chosen)
+            return Parsed(ordered, [exact[p] for p in pieces] == list(ordered))
+        found = set(find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels}))
+        return Parsed(tuple(label for label in self.labels if label in found), False)
+
+
+def _with_id(record: QaRecord, new_id: str) -> QaRecord:
+    return QaRecord(new_id, record.question, record.context, record.label)
+
+
+def _stratified_sample(keys: list[str], labels: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded subset of `round(fraction * len(keys))` keys, split across labels by largest remainder."""
+    rng = random.Random(seed)
+    groups = {label: [k for k, lab in zip(keys, labels) if lab == label] for label in sorted(set(labels))}
+    exact = {label: fraction * len(group) for label, group in groups.items()}
+    quota = {label: int(share) for label, share in exact.items()}
+    leftover = round(fraction * len(keys)) - sum(quota.values())
+    for label in sorted(exact, key=lambda lab: (quota[lab] - exact[lab], lab))[:leftover]:
+        quota[label] += 1
+    chosen: set[str] = set()
+    for label, group in groups.items():
+        rng.shuffle(group)
+        chosen.update(group[: quota[label]])
+    return chosen

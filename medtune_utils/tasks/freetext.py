@@ -1,0 +1,49 @@
+"""Open-ended instructions (ChatDoctor, PMC-LLaMA): kept as written, scored by overlap with the reference."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..records import InstructionRecord
+from ..sources import read_instruction_json
+from .base import Parsed, Task, clean_generation
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreeTextTask(Task):
+    """A folder of instruction JSON/JSONL files with no official split: a seeded share is held out."""
+
+    keep_source_instruction: bool = False
+    holdout_fraction: float = 0.05
+
+    def load(self, folder: Path, split: str, seed: int = 0) -> list[InstructionRecord]:
+        files = sorted(p for p in folder.iterdir() if p.suffix in {".json", ".jsonl"})
+        if not files:
+            raise FileNotFoundError(f"{self.name}: no .json or .jsonl file in {folder}. {self.obtain}")
+        records = [r for path in files for r in read_instruction_json(path, f"{self.name}/{path.stem}/", self.name)]
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        n_holdout = max(1, round(self.holdout_fraction * len(records))) if len(records) > 1 else 0
+        held = set(order[:n_holdout])
+        keep_held = split in {"devel", "test"}
+        return [r for i, r in enumerate(records) if (i in held) == keep_held]
+
+    def resolve_split(self, split: str) -> str:
+        return "train" if split == "train" else "heldout"
+
+    def read_file(self, path: Path, id_prefix: str) -> list[InstructionRecord]:
+        return read_instruction_json(path, id_prefix, self.name)
+
+    def instruction_for(self, record: InstructionRecord, choice: int) -> str:
+        if self.keep_source_instruction and record.instruction:
+            return record.instruction
+        return super().instruction_for(record, choice)
+
+    def to_example(self, record: InstructionRecord) -> tuple[str, str]:
+        return record.input, record.output
+
+    def parse(self, generation: str, input_text: str) -> Parsed:
+        answer = clean_generation(generation)
+        return Parsed(answer, bool(answer))

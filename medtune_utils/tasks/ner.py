@@ -1,0 +1,179 @@
+"""Named entity recognition: the paper's `token : TAG` line format and a compact entity-list format."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..records import NerRecord
+from ..sources import read_conll
+from .base import Parsed, Task, clean_generation
+
+NONE_ANSWER = "None"
+_OCCURRENCE = re.compile(r"\s\[occurrence (\d+)\]$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NerTask(Task):
+    """An IOB2 tagging task. `entity_types` is empty for untyped `B/I/O` data (the BioBERT sets)."""
+
+    entity_types: tuple[str, ...] = ()
+    output_format: str = "lines"
+    entity_instructions: tuple[str, ...] = ()
+
+    def with_format(self, output_format: str) -> NerTask:
+        """The same task writing `lines` (one `token : TAG` per token) or `entities` (one mention per line)."""
+        if output_format not in {"lines", "entities"}:
+            raise ValueError(f"unknown NER output format {output_format!r}; expected lines or entities")
+        chosen = self.instructions if output_format == "lines" else self.entity_instructions
+        return replace(self, output_format=output_format, instructions=chosen or self.instructions)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        if not self.entity_types:
+            return ("B", "I", "O")
+        return ("O",) + tuple(f"{p}-{t}" for t in self.entity_types for p in "BI")
+
+    def read_file(self, path: Path, id_prefix: str) -> list[NerRecord]:
+        return read_conll(path, id_prefix, self.entity_types or None)
+
+    def to_example(self, record: NerRecord) -> tuple[str, str]:
+        return " ".join(record.tokens), self.format_tags(record.tokens, record.tags)
+
+    def format_tags(self, tokens: tuple[str, ...], tags: tuple[str, ...]) -> str:
+        """Render gold tags in this task's output format."""
+        if self.output_format == "lines":
+            return "\n".join(f"{tok} : {tag}" for tok, tag in zip(tokens, tags))
+        return _format_entities(tokens, tags, typed=bool(self.entity_types))
+
+    def render(self, value: tuple[str, ...], input_text: str) -> str:
+        return self.format_tags(tuple(input_text.split(" ")), tuple(value))
+
+    def parse(self, generation: str, input_text: str) -> Parsed:
+        tokens = input_text.split(" ")
+        answer = clean_generation(generation)
+        if self.output_format == "lines":
+            return _parse_lines(answer, tokens, set(self.label_names))
+        return _parse_entities(answer, tokens, self.entity_types)
+
+
+def entity_spans(tags: tuple[str, ...] | list[str]) -> list[tuple[int, int, str]]:
+    """`(start, end, type)` of each IOB2 entity; untyped entities have type ''."""
+    spans: list[tuple[int, int, str]] = []
+    start, kind = None, ""
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, this_kind = tag.partition("-")
+        continues = prefix == "I" and start is not None and this_kind == kind
+        if start is not None and not continues:
+            spans.append((start, i, kind))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None and i < len(tags)):
+            start, kind = i, this_kind
+    return spans
+
+
+def _occurrences(tokens: list[str] | tuple[str, ...], mention: list[str]) -> list[int]:
+    n = len(mention)
+    return [j for j in range(len(tokens) - n + 1) if list(tokens[j : j + n]) == mention]
+
+
+def _format_entities(tokens: tuple[str, ...], tags: tuple[str, ...], typed: bool) -> str:
+    lines, cursor = [], 0
+    for start, end, kind in entity_spans(tags):
+        mention = list(tokens[start:end])
+        line = " ".join(mention) + (f" ({kind})" if typed else "")
+        starts = _occurrences(tokens, mention)
+        if next(j for j in starts if j >= cursor) != start:
+            line += f" [occurrence {starts.index(start) + 1}]"
+        lines.append(line)
+        cursor = end
+    return "\n".join(lines) if lines else NONE_ANSWER
+
+
+def _parse_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> Parsed:
+    pairs: list[tuple[str, str]] = []
+    well_formed = True
+    for line in answer.split("\n"):
+        if not line.strip():
+            continue
+        token, sep, tag = line.rpartition(":")
+        tag = tag.strip().upper()
+        if not sep or tag not in valid_tags:
+            well_formed = False
+            if not sep:
+                continue
+            tag = "O"
+        pairs.append((token.strip(), tag))
+    predicted = ["O"] * len(tokens)
+    if len(pairs) == len(tokens):
+        for i, (_, tag) in enumerate(pairs):
+            predicted[i] = tag
+        well_formed = well_formed and all(p == t for (p, _), t in zip(pairs, tokens))
+        return Parsed(tuple(predicted), well_formed)
+    matcher = difflib.SequenceMatcher(None, tokens, [p for p, _ in pairs], autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            predicted[block.a + k] = pairs[block.b + k][1]
+    return Parsed(tuple(predicted), False)
+
+
+def _parse_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> Parsed:
+    predicted = ["O"] * len(tokens)
+    if answer.strip().lower() in {"none", "none."}:
+        return Parsed(tuple(predicted), answer.strip() == NONE_ANSWER)
+    well_formed, cursor = True, 0
+    type_pattern = re.compile(r"\s\((" + "|".join(map(re.escape, entity_types)) + r")\)$") if entity_types else None
+    for line in answer.split("\n"):
+        text = line.strip()
+        if not text:
+            continue
+        occurrence = _OCCURRENCE.search(text)
+        if occurrence:
+            text = text[: occurrence.start()]
+        kind = ""
+        if type_pattern is not None:
+            typed = type_pattern.search(text)
+            if typed is None:
+                well_formed = False
+                continue
+            kind, text = typed.group(1), text[: typed.start()]
+        start = _locate(tokens, text.split(), cursor, int(occurrence.group(1)) if occurrence else None)
+        if start is None:
+            well_formed = False
+            continue
+        start, end, exact = start
+        if any(tag != "O" for tag in predicted[start:end]):
+            well_formed = False
+            continue
+        well_formed = well_formed and exact
+        suffix = f"-{kind}" if kind else ""
+        predicted[start:end] = [f"B{suffix}"] + [f"I{suffix}"] * (end - start - 1)
+        cursor = end
+    return Parsed(tuple(predicted), well_formed)
+
+
+def _locate(tokens: list[str], mention: list[str], cursor: int, occurrence: int | None) -> tuple[int, int, bool] | None:
+    """Where a mention sits: its numbered occurrence, else the first at or after the cursor.
+
+    Falls back to a case- and spacing-insensitive match (a model may write `IL-2` for `IL - 2`).
+    """
+    if not mention:
+        return None
+    starts = _occurrences(tokens, mention)
+    if occurrence is not None and 0 < occurrence <= len(starts):
+        return starts[occurrence - 1], starts[occurrence - 1] + len(mention), True
+    after = [j for j in starts if j >= cursor]
+    if after:
+        return after[0], after[0] + len(mention), occurrence is None
+    target = "".join(mention).lower()
+    for begin in list(range(cursor, len(tokens))) + list(range(0, cursor)):
+        joined = ""
+        for end in range(begin, len(tokens)):
+            joined += tokens[end].lower()
+            if joined == target:
+                return begin, end + 1, False
+            if not target.startswith(joined):
+                break
+    return None

@@ -1,0 +1,26 @@
+"""Shared fixtures: the public datasets in ../shared/data (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medtune_utils.paths import repo_root, shared_data_dir
+
+SAMPLE_DIR = repo_root() / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (or `$MEDTUNE_SHARED_DATA`); tests that need it skip when it is not there."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"public datasets not found at {path}: set MEDTUNE_SHARED_DATA or place them in ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The committed hand-written examples in data/sample/."""
+    return SAMPLE_DIR
