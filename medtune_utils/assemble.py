@@ -58,7 +58,7 @@ def assemble(data: DataConfig, seed: int) -> Assembly:
         for task, folder in _available_tasks(data, data_dir, notices):
             source_split[task.name] = task.resolve_split(data.eval_split)
             for split, requested in (("train", "train"), ("validation", data.eval_split)):
-                records = task.load(folder, requested, seed)
+                records = task.load(folder, requested)
                 read_counts[(task.name, split)] = len(records)
                 chosen = _cap(records, _limit(data, split, task.name), seed, f"{task.name}/{split}")
                 rows[split].extend(to_row(task, record, seed) for record in chosen)

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import textwrap
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, close: bool = T
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, caption: str = "") -> list[Path]:
     """Save `table` as Markdown (with its caption), LaTeX (booktabs) and CSV."""
     out_dir = resolve(out_dir)
-    shown = table.fillna("")
+    shown = table.astype(object).where(table.notna(), "")
     markdown = (f"{caption}\n\n" if caption else "") + shown.to_markdown(index=False, disable_numparse=True) + "\n"
     latex = shown.to_latex(index=False, caption=caption or None, label=f"tab:{name}", escape=True)
     return [
@@ -158,6 +159,7 @@ def collect_comparisons(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
         if not path.is_file():
             continue
         scores = json.loads(path.read_text(encoding="utf-8"))
+        splits = scores.get("source_splits", {})
         for comparison in scores.get("comparisons", []):
             entry = scores["models"][comparison["model_b"]][comparison["source"]]
             rows.append(
@@ -166,11 +168,12 @@ def collect_comparisons(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
                     **comparison,
                     "task": entry["task"],
                     "metric": entry["headline"],
+                    "split": splits.get(comparison["source"], scores.get("eval_split", "")),
                     **{k: 100 * comparison[k] for k in ("delta", "low", "high")},
                 }
             )
     return pd.DataFrame(
-        rows, columns=["run", "source", "task", "metric", "model_a", "model_b", "delta", "low", "high", "p_value"]
+        rows, columns=["run", "source", "task", "metric", "split", "model_a", "model_b", "delta", "low", "high", "p_value"]
     )
 
 
@@ -307,7 +310,8 @@ def composition_table(stats: pd.DataFrame) -> pd.DataFrame:
         "Train rows": int(table["Train rows"].sum()),
         "Validation rows": int(table["Validation rows"].sum()),
     }
-    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table.astype({"Prompt chars": "Int64", "Answer chars": "Int64"})
 
 
 def per_label_table(run_dirs: Iterable[str | Path], source: str) -> pd.DataFrame:
@@ -438,10 +442,11 @@ def plot_composition(stats: pd.DataFrame) -> plt.Figure:
         else:
             ax.set_xlim(0, largest * 1.2)
         ax.set_xlabel("rows" + (" (log scale)" if log_scale else ""))
-        ax.set_title("training rows" if split == "train" else "validation rows" + _split_note(stats[stats.split == split]))
-        for y, value in enumerate(part.rows.fillna(0)):
+        ax.set_title("training rows" if split == "train" else "validation rows (source split in brackets)")
+        read = part.source_split if "source_split" in part and split != "train" else pd.Series("", index=part.index)
+        for y, (value, source_split) in enumerate(zip(part.rows.fillna(0), read.fillna(""))):
             if value:
-                ax.text(value, y, f" {int(value):,}", va="center", fontsize=8)
+                ax.text(value, y, f" {int(value):,}" + (f" ({source_split})" if source_split else ""), va="center", fontsize=8)
     axes[0].invert_yaxis()
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[f]) for f in FAMILY_ORDER if f in set(stats.task)]
     fig.legend(
@@ -455,11 +460,6 @@ def plot_composition(stats: pd.DataFrame) -> plt.Figure:
     fig.suptitle("Instruction dataset composition")
     fig.tight_layout()
     return fig
-
-
-def _split_note(part: pd.DataFrame) -> str:
-    splits = sorted(set(part.source_split)) if "source_split" in part else []
-    return f" (split: {', '.join(splits)})" if splits else ""
 
 
 def plot_training_curves(logs: dict[str, pd.DataFrame]) -> plt.Figure:
@@ -507,10 +507,17 @@ def plot_results(ours: pd.DataFrame, paper: pd.DataFrame) -> plt.Figure:
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("score (%): entity-level F1 for NER, accuracy / F1 / micro-F1 as labelled")
-    splits = sorted(set(table.loc[table.kind == "ours", "split"]))
-    ours_note = f"ours on {', '.join(splits)}; " if splits else ""
-    ax.set_title(f"Per-task results ({ours_note}paper's NER on BioBERT devel)")
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.0, 0.0), frameon=False)
+    mine = table[table.kind == "ours"]
+    ours_note = f"ours on {_splits_text(mine.source, mine.split)}; " if not mine.empty else ""
+    ax.set_title(f"Per-task results\n{ours_note}paper: LLM NER on BioBERT devel, other splits unstated")
+    ax.legend(
+        fontsize=8,
+        loc="lower left",
+        bbox_to_anchor=(1.0, 0.0),
+        frameon=False,
+        title="error bars (ours): 95% bootstrap CI" if not mine.empty else None,
+        title_fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
@@ -564,6 +571,17 @@ def _row_label(source: str, metric: str) -> str:
     return f"{source}: {METRIC_NAMES.get(metric, metric)}"
 
 
+def _splits_text(sources: Iterable[str], splits: Iterable[str]) -> str:
+    """The split most sources were read from, then each source read from another: `devel, GAD on test`."""
+    pairs = {(source, split) for source, split in zip(sources, splits) if split}
+    if not pairs:
+        return "unnamed splits"
+    common = Counter(split for _, split in pairs).most_common(1)[0][0]
+    order = _source_order(source for source, _ in pairs)
+    others = sorted((pair for pair in pairs if pair[1] != common), key=lambda pair: (order.index(pair[0]), pair[1]))
+    return ", ".join([common, *(f"{source} on {split}" for source, split in others)])
+
+
 def plot_gains(comparisons: pd.DataFrame) -> plt.Figure:
     """Tuned minus base, per task, in percentage points of the headline metric, with paired 95% intervals."""
     set_style()
@@ -572,9 +590,11 @@ def plot_gains(comparisons: pd.DataFrame) -> plt.Figure:
     if comparisons.empty:
         _absent(ax, "no base-vs-tuned comparison (evaluate at least two models)")
         return fig
+    rank = {source: i for i, source in enumerate(_source_order(comparisons.source))}
+    comparisons = comparisons.sort_values(by="source", key=lambda col: col.map(rank), kind="stable")
     runs = list(dict.fromkeys(comparisons.run))
     palette = sns.color_palette("colorblind", len(runs))
-    order = list(dict.fromkeys(labels))
+    order = list(dict.fromkeys(_row_label(s, m) for s, m in zip(comparisons.source, comparisons.metric)))
     offsets = np.linspace(-0.25, 0.25, len(runs)) if len(runs) > 1 else [0.0]
     for colour, offset, run in zip(palette, offsets, runs):
         part = comparisons[comparisons.run == run]
@@ -587,8 +607,8 @@ def plot_gains(comparisons: pd.DataFrame) -> plt.Figure:
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set_xlabel("gain from instruction tuning (percentage points, paired bootstrap 95% CI)")
-    ax.set_title("Base vs tuned, same evaluation rows")
-    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(f"Base vs tuned on the same evaluation rows ({_splits_text(comparisons.source, comparisons.split)})")
+    ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(1.0, 0.0))
     fig.tight_layout()
     return fig
 
@@ -605,8 +625,13 @@ def plot_generation_lengths(predictions: pd.DataFrame) -> plt.Figure:
     sns.boxplot(
         data=frame, x="words", y="source", hue="series", order=_source_order(frame.source), ax=ax, fliersize=2, linewidth=0.8
     )
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("generated answer length (words, symmetric log scale)")
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    longest = max(float(frame.words.max()), 1.0)
+    ticks = [0] + [m * 10**e for e in range(6) for m in (1, 2, 5) if m * 10**e <= 1.5 * longest]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.set_xlim(-0.3, 1.5 * longest)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("generated answer length (words; 0 = blank answer, log scale above 1)")
     ax.set_ylabel("")
     ax.set_title("Length of generated answers")
     ax.legend(fontsize=8, title=None, frameon=False, loc="lower left", bbox_to_anchor=(1.0, 0.0))
@@ -614,13 +639,29 @@ def plot_generation_lengths(predictions: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_sample_outputs(examples: pd.DataFrame, width: int = 60, max_lines: int = 9) -> plt.Figure:
-    """Base vs tuned answers on the same inputs (like the paper's Figures 4 and 5), drawn as text panels."""
+def plot_sample_outputs(examples: pd.DataFrame, width: int = 48, max_lines: int = 30, fontsize: float = 7.5) -> plt.Figure:
+    """Base vs tuned answers on the same inputs (like the paper's Figures 4 and 5), drawn as text panels.
+
+    Each panel is sized to its text, so a whole `token : TAG` answer fits and the figure stays narrow enough to
+    be read at page width; text is shown verbatim (no math rendering of the `$` in masked relation inputs).
+    """
     set_style()
     models = [c for c in examples.columns if c not in {"source", "input", "gold"}]
     columns = ["input", "gold", *models]
-    rows = max(1, len(examples))
-    fig, axes = plt.subplots(rows, len(columns), figsize=(3.4 * len(columns), 2.0 * rows), squeeze=False)
+    texts = [[_wrap(str(example[column]), width, max_lines) for column in columns] for _, example in examples.iterrows()]
+    inch_per_char, inch_per_line = 0.6 * fontsize / 72, 1.25 * fontsize / 72
+    widths = [
+        max(1.4, 0.45 + inch_per_char * max((len(line) for row in texts for line in row[c].splitlines()), default=0))
+        for c in range(len(columns))
+    ]
+    heights = [0.55 + inch_per_line * max(text.count("\n") + 1 for text in row) for row in texts] or [2.0]
+    fig, axes = plt.subplots(
+        len(heights),
+        len(columns),
+        figsize=(sum(widths), sum(heights) + 0.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights, "width_ratios": widths},
+    )
     if examples.empty:
         _absent(axes[0][0], "no predictions")
         return fig
@@ -628,15 +669,15 @@ def plot_sample_outputs(examples: pd.DataFrame, width: int = 60, max_lines: int 
         for c, column in enumerate(columns):
             ax = axes[r][c]
             ax.set_axis_off()
-            text = _wrap(str(example[column]), width, max_lines)
             ax.text(
                 0.0,
                 1.0,
-                text,
+                texts[r][c],
                 va="top",
                 ha="left",
                 family="monospace",
-                fontsize=6.5,
+                fontsize=fontsize,
+                parse_math=False,
                 transform=ax.transAxes,
                 bbox={"boxstyle": "round", "facecolor": "#f4f4f4", "edgecolor": "#bbbbbb"},
             )

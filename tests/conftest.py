@@ -24,3 +24,12 @@ def shared_data() -> Path:
 def sample_dir() -> Path:
     """The committed hand-written examples in data/sample/."""
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole pipeline (notebooks 01-04) run once with the tiny profile on data/sample."""
+    from medtune_utils.pipeline import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    return run_pipeline("tiny", run_dir=str(run_dir), progress=False)

@@ -42,13 +42,16 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         return
+    line, counted = 1, 0
     while True:
+        line, counted = line + text.count("\n", counted, pos), pos
         try:
             element, end = decoder.raw_decode(text, pos)
         except (ValueError, RecursionError) as exc:
-            line = _error_line(exc) or line_of(text, pos)
-            raise DataFormatError(path, line, f"invalid JSON ({_reason(exc)}); expected a JSON array of objects") from None
-        yield line_of(text, pos), element
+            raise DataFormatError(
+                path, _error_line(exc) or line, f"invalid JSON ({_reason(exc)}); expected a JSON array of objects"
+            ) from None
+        yield line, element
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..records import DataFormatError, QaRecord
 from .jsonutil import load_json
@@ -18,21 +19,11 @@ def read_pubmedqa(path: Path, id_prefix: str) -> dict[str, QaRecord]:
         raise DataFormatError(path, 1, "expected a non-empty JSON object {PMID: record}")
     records: dict[str, QaRecord] = {}
     for pmid, rec in data.items():
-        line = line_of(text, max(text.find(f'"{pmid}"'), 0))
-        if not isinstance(rec, dict):
-            raise DataFormatError(path, line, f"PMID {pmid!r}: expected an object with QUESTION, CONTEXTS, final_decision")
-        for key in ("QUESTION", "CONTEXTS", "final_decision"):
-            if key not in rec:
-                raise DataFormatError(path, line, f"PMID {pmid!r}: missing {key!r}; expected QUESTION, CONTEXTS, final_decision")
-        question, contexts, answer = rec["QUESTION"], rec["CONTEXTS"], rec["final_decision"]
-        if not isinstance(question, str) or not question.strip():
-            raise DataFormatError(path, line, f"PMID {pmid!r}: QUESTION must be a non-empty string")
-        if not isinstance(contexts, list) or not contexts or not all(isinstance(c, str) for c in contexts):
-            raise DataFormatError(path, line, f"PMID {pmid!r}: CONTEXTS must be a non-empty list of strings")
-        if answer not in ANSWERS:
-            raise DataFormatError(path, line, f"PMID {pmid!r}: unknown final_decision {answer!r}; expected yes, no or maybe")
-        context = "\n\n".join(c.strip() for c in contexts)
-        records[pmid] = QaRecord(f"{id_prefix}{pmid}", question.strip(), context, answer)
+        problem = _record_problem(rec)
+        if problem:
+            raise DataFormatError(path, _line_of_key(text, pmid), f"PMID {pmid!r}: {problem}")
+        context = "\n\n".join(c.strip() for c in rec["CONTEXTS"])
+        records[pmid] = QaRecord(f"{id_prefix}{pmid}", rec["QUESTION"].strip(), context, rec["final_decision"])
     return records
 
 
@@ -42,13 +33,32 @@ def read_test_pmids(path: Path, labelled: dict[str, QaRecord]) -> list[str]:
     if not isinstance(data, dict) or not data:
         raise DataFormatError(path, 1, "expected a non-empty JSON object {PMID: answer}")
     for pmid, answer in data.items():
-        line = line_of(text, max(text.find(f'"{pmid}"'), 0))
         if pmid not in labelled:
-            raise DataFormatError(
-                path, line, f"PMID {pmid!r} is not in the labelled questions file; expected only PMIDs labelled there"
-            )
+            message = f"PMID {pmid!r} is not in the labelled questions file; expected only PMIDs labelled there"
+            raise DataFormatError(path, _line_of_key(text, pmid), message)
         if answer != labelled[pmid].label:
-            raise DataFormatError(
-                path, line, f"PMID {pmid!r}: answer {answer!r} disagrees with final_decision {labelled[pmid].label!r}"
-            )
+            message = f"PMID {pmid!r}: answer {answer!r} disagrees with final_decision {labelled[pmid].label!r}"
+            raise DataFormatError(path, _line_of_key(text, pmid), message)
     return list(data)
+
+
+def _record_problem(rec: Any) -> str | None:
+    """What is wrong with one labelled record, or None."""
+    if not isinstance(rec, dict):
+        return "expected an object with QUESTION, CONTEXTS, final_decision"
+    for key in ("QUESTION", "CONTEXTS", "final_decision"):
+        if key not in rec:
+            return f"missing {key!r}; expected QUESTION, CONTEXTS, final_decision"
+    question, contexts, answer = rec["QUESTION"], rec["CONTEXTS"], rec["final_decision"]
+    if not isinstance(question, str) or not question.strip():
+        return "QUESTION must be a non-empty string"
+    if not isinstance(contexts, list) or not contexts or not all(isinstance(c, str) for c in contexts):
+        return "CONTEXTS must be a non-empty list of strings"
+    if answer not in ANSWERS:
+        return f"unknown final_decision {answer!r}; expected yes, no or maybe"
+    return None
+
+
+def _line_of_key(text: str, key: str) -> int:
+    """The line where `"key"` first appears (computed only when an error is reported)."""
+    return line_of(text, max(text.find(f'"{key}"'), 0))

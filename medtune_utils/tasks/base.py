@@ -69,7 +69,7 @@ class Task(ABC):
             return "test"
         raise ValueError(f"{self.name}: no {split!r} split (has {', '.join(self.split_files)})")
 
-    def load(self, folder: Path, split: str, seed: int = 0) -> list[Record]:
+    def load(self, folder: Path, split: str) -> list[Record]:
         """Read the records of `split` (train, devel or test) from the source's folder."""
         actual = self.resolve_split(split)
         return self.read_file(folder / self.split_files[actual], f"{self.name}/{actual}/")
@@ -82,9 +82,23 @@ class Task(ABC):
     def to_example(self, record: Record) -> tuple[str, str]:
         """The row's `(input, output)` for a record."""
 
-    @abstractmethod
     def parse(self, generation: str, input_text: str) -> Parsed:
-        """Turn a generation into a prediction; never raises."""
+        """Turn a generation into a prediction; never raises.
+
+        The answer is well formed when it is exactly what `render` writes for the predicted value, so any
+        tolerated deviation (case, spacing, extra text, label order) is flagged.
+        """
+        answer = clean_generation(generation)
+        value = self.predict(answer, input_text)
+        return Parsed(value, self.is_exact(answer, value, input_text))
+
+    @abstractmethod
+    def predict(self, answer: str, input_text: str) -> Any:
+        """The prediction, in the gold's form, for a cleaned answer; tolerant and never raises."""
+
+    def is_exact(self, answer: str, value: Any, input_text: str) -> bool:
+        """Whether `answer` is exactly the formatter's output for `value`."""
+        return value is not None and answer == self.render(value, input_text)
 
     def instruction_for(self, record: Record, choice: int) -> str:
         """The instruction paraphrase number `choice` (modulo the number of paraphrases)."""

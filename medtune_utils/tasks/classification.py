@@ -9,7 +9,7 @@ from pathlib import Path
 from ..records import MultiLabelRecord, NliRecord, QaRecord, RelationRecord
 from ..sources import read_hoc, read_mednli, read_relation_tsv
 from ..sources.pubmedqa import read_pubmedqa, read_test_pmids
-from .base import Parsed, Task, clean_generation
+from .base import Task
 from .labels import find_labels, normalise
 
 
@@ -27,13 +27,12 @@ class LabelTask(Task):
     def label_names(self) -> tuple[str, ...]:
         return self.labels
 
-    def parse(self, generation: str, input_text: str) -> Parsed:
-        answer = clean_generation(generation)
+    def predict(self, answer: str, input_text: str) -> str | None:
         exact = {normalise(label): label for label in self.labels}
         if normalise(answer) in exact:
-            return Parsed(exact[normalise(answer)], True)
+            return exact[normalise(answer)]
         found = find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels})
-        return Parsed(found[0] if found else None, False)
+        return found[0] if found else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,18 +61,22 @@ class NliTask(LabelTask):
 
 @dataclass(frozen=True, kw_only=True)
 class PubMedQaTask(LabelTask):
-    """PubMedQA PQA-L: the official 500 test questions; the other 500 split seeded into train and devel."""
+    """PubMedQA PQA-L: the official 500 test questions; the other 500 split into train and devel.
+
+    The split uses its own fixed seed, not the run's, so every run is evaluated on the same questions.
+    """
 
     devel_fraction: float = 0.1
+    split_seed: int = 0
 
-    def load(self, folder: Path, split: str, seed: int = 0) -> list[QaRecord]:
+    def load(self, folder: Path, split: str) -> list[QaRecord]:
         actual = self.resolve_split(split)
         labelled = read_pubmedqa(folder / self.split_files["train"], f"{self.name}/labelled/")
         test = set(read_test_pmids(folder / self.split_files["test"], labelled))
         if actual == "test":
             return [_with_id(labelled[p], f"{self.name}/test/{p}") for p in labelled if p in test]
         pool = sorted(p for p in labelled if p not in test)
-        devel = _stratified_sample(pool, [labelled[p].label for p in pool], self.devel_fraction, seed)
+        devel = _stratified_sample(pool, [labelled[p].label for p in pool], self.devel_fraction, self.split_seed)
         chosen = [p for p in pool if (p in devel) == (actual == "devel")]
         return [_with_id(labelled[p], f"{self.name}/{actual}/{p}") for p in chosen]
 
@@ -105,18 +108,16 @@ class MultiLabelTask(Task):
     def render(self, value: tuple[str, ...], input_text: str) -> str:
         return ", ".join(value) or self.none_answer
 
-    def parse(self, generation: str, input_text: str) -> Parsed:
-        answer = clean_generation(generation)
+    def predict(self, answer: str, input_text: str) -> tuple[str, ...]:
         if normalise(answer) == normalise(self.none_answer):
-            return Parsed((), True)
+            return ()
         exact = {normalise(label): label for label in self.labels}
         pieces = [normalise(p) for p in answer.split(",")]
-        if pieces and all(p in exact for p in pieces) and len(set(pieces)) == len(pieces):
-            chosen = {exact[p] for p in pieces}
-            ordered = tuple(label for label in self.labels if label in chosen)
-            return Parsed(ordered, [exact[p] for p in pieces] == list(ordered))
-        found = set(find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels}))
-        return Parsed(tuple(label for label in self.labels if label in found), False)
+        if all(p in exact for p in pieces):
+            found = {exact[p] for p in pieces}
+        else:
+            found = set(find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels}))
+        return tuple(label for label in self.labels if label in found)
 
 
 def _with_id(record: QaRecord, new_id: str) -> QaRecord:

@@ -8,23 +8,27 @@ from pathlib import Path
 
 from ..records import InstructionRecord
 from ..sources import read_instruction_json
-from .base import Parsed, Task, clean_generation
+from .base import Task
 
 
 @dataclass(frozen=True, kw_only=True)
 class FreeTextTask(Task):
-    """A folder of instruction JSON/JSONL files with no official split: a seeded share is held out."""
+    """A folder of instruction JSON/JSONL files with no official split: a fixed share is held out.
+
+    The held-out rows are chosen with the task's own seed, not the run's, so every run sees the same ones.
+    """
 
     keep_source_instruction: bool = False
     holdout_fraction: float = 0.05
+    split_seed: int = 0
 
-    def load(self, folder: Path, split: str, seed: int = 0) -> list[InstructionRecord]:
+    def load(self, folder: Path, split: str) -> list[InstructionRecord]:
         files = sorted(p for p in folder.iterdir() if p.suffix in {".json", ".jsonl"})
         if not files:
             raise FileNotFoundError(f"{self.name}: no .json or .jsonl file in {folder}. {self.obtain}")
         records = [r for path in files for r in read_instruction_json(path, f"{self.name}/{path.stem}/", self.name)]
         order = list(range(len(records)))
-        random.Random(seed).shuffle(order)
+        random.Random(self.split_seed).shuffle(order)
         n_holdout = max(1, round(self.holdout_fraction * len(records))) if len(records) > 1 else 0
         held = set(order[:n_holdout])
         keep_held = split in {"devel", "test"}
@@ -44,6 +48,8 @@ class FreeTextTask(Task):
     def to_example(self, record: InstructionRecord) -> tuple[str, str]:
         return record.input, record.output
 
-    def parse(self, generation: str, input_text: str) -> Parsed:
-        answer = clean_generation(generation)
-        return Parsed(answer, bool(answer))
+    def predict(self, answer: str, input_text: str) -> str:
+        return answer
+
+    def is_exact(self, answer: str, value: str, input_text: str) -> bool:
+        return bool(answer)

@@ -21,10 +21,18 @@ def find_labels(text: str, surface_forms: Mapping[str, Sequence[str]]) -> list[s
     pattern, owners = _compile(tuple((label, tuple(forms)) for label, forms in surface_forms.items()))
     found = []
     for match in pattern.finditer(text):
-        label = owners[normalise(match.group(0))]
+        label = owners.get(normalise(match.group(0))) or _owner_by_regex(match.group(0), owners)
         if label not in found:
             found.append(label)
     return found
+
+
+def _owner_by_regex(matched: str, owners: Mapping[str, str]) -> str:
+    """The owner of a match whose lower-casing differs from the regex's case folding (`ſ` matches `s`)."""
+    for form, label in sorted(owners.items(), key=lambda item: len(item[0]), reverse=True):
+        if re.fullmatch(re.escape(form).replace(r"\ ", r"\s+"), matched, re.IGNORECASE):
+            return label
+    raise AssertionError(f"{matched!r} matched no surface form")
 
 
 @lru_cache(maxsize=64)

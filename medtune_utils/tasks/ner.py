@@ -9,10 +9,10 @@ from pathlib import Path
 
 from ..records import NerRecord
 from ..sources import read_conll
-from .base import Parsed, Task, clean_generation
+from .base import Task
 
 NONE_ANSWER = "None"
-_OCCURRENCE = re.compile(r"\s\[occurrence (\d+)\]$")
+_OCCURRENCE = re.compile(r"\s\[occurrence (\d{1,6})\]$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,12 +51,11 @@ class NerTask(Task):
     def render(self, value: tuple[str, ...], input_text: str) -> str:
         return self.format_tags(tuple(input_text.split(" ")), tuple(value))
 
-    def parse(self, generation: str, input_text: str) -> Parsed:
+    def predict(self, answer: str, input_text: str) -> tuple[str, ...]:
         tokens = input_text.split(" ")
-        answer = clean_generation(generation)
         if self.output_format == "lines":
-            return _parse_lines(answer, tokens, set(self.label_names))
-        return _parse_entities(answer, tokens, self.entity_types)
+            return _predict_from_lines(answer, tokens, set(self.label_names))
+        return _predict_from_entities(answer, tokens, self.entity_types)
 
 
 def entity_spans(tags: tuple[str, ...] | list[str]) -> list[tuple[int, int, str]]:
@@ -85,50 +84,41 @@ def _format_entities(tokens: tuple[str, ...], tags: tuple[str, ...], typed: bool
         mention = list(tokens[start:end])
         line = " ".join(mention) + (f" ({kind})" if typed else "")
         starts = _occurrences(tokens, mention)
-        if next(j for j in starts if j >= cursor) != start:
+        if next(j for j in starts if j >= cursor) != start or line.lower() in {"none", "none."}:
             line += f" [occurrence {starts.index(start) + 1}]"
         lines.append(line)
         cursor = end
     return "\n".join(lines) if lines else NONE_ANSWER
 
 
-def _parse_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> Parsed:
+def _predict_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> tuple[str, ...]:
+    """Tags from `token : TAG` lines; lines are aligned to the input by token text when their count is off."""
     pairs: list[tuple[str, str]] = []
-    well_formed = True
     for line in answer.split("\n"):
-        if not line.strip():
-            continue
         token, sep, tag = line.rpartition(":")
+        if not sep:
+            continue
         tag = tag.strip().upper()
-        if not sep or tag not in valid_tags:
-            well_formed = False
-            if not sep:
-                continue
-            tag = "O"
-        pairs.append((token.strip(), tag))
-    predicted = ["O"] * len(tokens)
+        pairs.append((token.strip(), tag if tag in valid_tags else "O"))
     if len(pairs) == len(tokens):
-        for i, (_, tag) in enumerate(pairs):
-            predicted[i] = tag
-        well_formed = well_formed and all(p == t for (p, _), t in zip(pairs, tokens))
-        return Parsed(tuple(predicted), well_formed)
-    matcher = difflib.SequenceMatcher(None, tokens, [p for p, _ in pairs], autojunk=False)
+        return tuple(tag for _, tag in pairs)
+    predicted = ["O"] * len(tokens)
+    matcher = difflib.SequenceMatcher(None, tokens, [token for token, _ in pairs], autojunk=False)
     for block in matcher.get_matching_blocks():
         for k in range(block.size):
             predicted[block.a + k] = pairs[block.b + k][1]
-    return Parsed(tuple(predicted), False)
+    return tuple(predicted)
 
 
-def _parse_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> Parsed:
+def _predict_from_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> tuple[str, ...]:
+    """Tags from one mention per line, each placed at its numbered occurrence or the next one after the last."""
     predicted = ["O"] * len(tokens)
-    if answer.strip().lower() in {"none", "none."}:
-        return Parsed(tuple(predicted), answer.strip() == NONE_ANSWER)
-    well_formed, cursor = True, 0
+    if answer.lower() in {"none", "none."}:
+        return tuple(predicted)
+    cursor = 0
     type_pattern = re.compile(r"\s\((" + "|".join(map(re.escape, entity_types)) + r")\)$") if entity_types else None
     for line in answer.split("\n"):
         text = line.strip()
-        if not text:
-            continue
         occurrence = _OCCURRENCE.search(text)
         if occurrence:
             text = text[: occurrence.start()]
@@ -136,25 +126,19 @@ def _parse_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...
         if type_pattern is not None:
             typed = type_pattern.search(text)
             if typed is None:
-                well_formed = False
                 continue
             kind, text = typed.group(1), text[: typed.start()]
-        start = _locate(tokens, text.split(), cursor, int(occurrence.group(1)) if occurrence else None)
-        if start is None:
-            well_formed = False
+        span = _locate(tokens, text.split(), cursor, int(occurrence.group(1)) if occurrence else None)
+        if span is None or any(tag != "O" for tag in predicted[span[0] : span[1]]):
             continue
-        start, end, exact = start
-        if any(tag != "O" for tag in predicted[start:end]):
-            well_formed = False
-            continue
-        well_formed = well_formed and exact
+        start, end = span
         suffix = f"-{kind}" if kind else ""
         predicted[start:end] = [f"B{suffix}"] + [f"I{suffix}"] * (end - start - 1)
         cursor = end
-    return Parsed(tuple(predicted), well_formed)
+    return tuple(predicted)
 
 
-def _locate(tokens: list[str], mention: list[str], cursor: int, occurrence: int | None) -> tuple[int, int, bool] | None:
+def _locate(tokens: list[str], mention: list[str], cursor: int, occurrence: int | None) -> tuple[int, int] | None:
     """Where a mention sits: its numbered occurrence, else the first at or after the cursor.
 
     Falls back to a case- and spacing-insensitive match (a model may write `IL-2` for `IL - 2`).
@@ -163,17 +147,17 @@ def _locate(tokens: list[str], mention: list[str], cursor: int, occurrence: int 
         return None
     starts = _occurrences(tokens, mention)
     if occurrence is not None and 0 < occurrence <= len(starts):
-        return starts[occurrence - 1], starts[occurrence - 1] + len(mention), True
+        return starts[occurrence - 1], starts[occurrence - 1] + len(mention)
     after = [j for j in starts if j >= cursor]
     if after:
-        return after[0], after[0] + len(mention), occurrence is None
+        return after[0], after[0] + len(mention)
     target = "".join(mention).lower()
     for begin in list(range(cursor, len(tokens))) + list(range(0, cursor)):
         joined = ""
         for end in range(begin, len(tokens)):
             joined += tokens[end].lower()
             if joined == target:
-                return begin, end + 1, False
+                return begin, end + 1
             if not target.startswith(joined):
                 break
     return None

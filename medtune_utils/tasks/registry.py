@@ -141,7 +141,7 @@ def _build() -> dict[str, Task]:
             description="hallmarks of cancer, multi-label sentence classification",
             instructions=ins.HOC,
             labels=HOC_CLASSES,
-            surface_forms={label: (code, label.rsplit(" (", 1)[0]) for label, code in zip(HOC_CLASSES, HOC_CODES)},
+            surface_forms={label: (f"({code})", label.rsplit(" (", 1)[0]) for label, code in zip(HOC_CLASSES, HOC_CODES)},
             dirnames=("HoC",),
             split_files={"train": "train.tsv", "devel": "dev.tsv", "test": "test.tsv"},
             obtain=(
