@@ -90,20 +90,29 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
     )
 
 
-def build_tiny_model(shape: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
-    """A randomly initialised Llama of a few hundred thousand parameters, sized to `tokenizer`."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+def tiny_config(shape: TinyModelConfig, vocab_size: int | None = None, **token_ids: int | None) -> LlamaConfig:
+    """The tiny Llama's config (tied input/output embeddings); `vocab_size` defaults to the profile's."""
+    return LlamaConfig(
+        vocab_size=vocab_size or shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_hidden_layers,
         num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads,
         max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=True,
+        **token_ids,
+    )
+
+
+def build_tiny_model(shape: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama of a few hundred thousand parameters, sized to `tokenizer`."""
+    config = tiny_config(
+        shape,
+        vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -224,16 +233,7 @@ def architecture_config(base: str, tiny: TinyModelConfig | None = None) -> Any:
     if key is not None:
         return LlamaConfig(**LLAMA2_SHAPES[key], **LLAMA2_COMMON)
     if is_tiny(base):
-        shape = tiny or TinyModelConfig()
-        return LlamaConfig(
-            vocab_size=shape.vocab_size,
-            hidden_size=shape.hidden_size,
-            intermediate_size=shape.intermediate_size,
-            num_hidden_layers=shape.num_hidden_layers,
-            num_attention_heads=shape.num_attention_heads,
-            num_key_value_heads=shape.num_key_value_heads,
-            max_position_embeddings=shape.max_position_embeddings,
-        )
+        return tiny_config(tiny or TinyModelConfig())
     return AutoConfig.from_pretrained(_location(base))
 
 

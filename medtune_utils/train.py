@@ -6,15 +6,18 @@ Also a command line for clusters: `accelerate launch -m medtune_utils.train --pr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -22,16 +25,19 @@ from trl import SFTConfig, SFTTrainer
 
 from . import modeling
 from .assemble import load_assembly
-from .config import Profile, load_profile, parse_set_args
+from .config import ConfigError, Profile, load_profile, parse_set_args
 from .io import atomic_dir, read_jsonl, write_text_atomic
 from .paths import resolve
 from .prompts import to_prompt_completion, training_text
-from .runinfo import check_upstream, git_commit, record_step
+from .runinfo import STEP_INPUTS, check_upstream, git_commit, read_env, record_step
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "epoch")
+RECIPE_FILE = "recipe.json"
+# Settings that do not change the trained weights: a checkpoint may be resumed with other values of these.
+NOT_IN_RECIPE = ("resume", "logging_steps", "save_steps", "save_total_limit", "report_to", "dataloader_num_workers")
 
 
 @dataclass
@@ -59,6 +65,10 @@ class RunPaths:
     @property
     def train_log(self) -> Path:
         return self.run_dir / LOG_FILE
+
+    @property
+    def staging(self) -> Path:
+        return self.run_dir / ".model.staging"
 
 
 def on_gpu() -> bool:
@@ -125,11 +135,19 @@ def base_model_location(profile: Profile, paths: RunPaths, data: DatasetDict) ->
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Append each log event (loss, learning rate, grad norm, tokens/s) to `train_log.jsonl`."""
+    """Append each log event (loss, learning rate, grad norm, tokens/s) to `train_log.jsonl`.
+
+    At the start of training the log keeps only the records up to the step training starts from: none for a fresh
+    run, those before the checkpoint on resume (so steps logged after the last checkpoint are not duplicated).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._last: tuple[float, float] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            _trim_log(self.path, state.global_step)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs or "loss" not in logs:
@@ -152,49 +170,80 @@ def build_trainer(
     train_dataset: Dataset,
     output_dir: str | Path,
     callbacks: list[TrainerCallback] | None = None,
+    args: SFTConfig | None = None,
 ) -> SFTTrainer:
-    """An `SFTTrainer` on prompt/completion data, with LoRA adapters when the profile asks for them."""
-    return SFTTrainer(
+    """An `SFTTrainer` on prompt/completion data, with LoRA adapters when the profile asks for them.
+
+    Without packing TRL truncates rows to `max_length` and drops those left with no answer token; a warning counts them.
+    """
+    trainer = SFTTrainer(
         model=model,
-        args=sft_config(profile, output_dir),
+        args=args or sft_config(profile, output_dir),
         train_dataset=prompt_completion(train_dataset),
         processing_class=tokenizer,
         peft_config=modeling.peft_config(profile.lora) if profile.lora.enabled else None,
         callbacks=callbacks,
     )
+    dropped = len(train_dataset) - len(trainer.train_dataset)
+    if not profile.train.packing and dropped:
+        log.warning(
+            "%d of %d training rows dropped: their prompt fills train.max_length=%d, leaving no answer token",
+            dropped,
+            len(train_dataset),
+            profile.train.max_length,
+        )
+    return trainer
 
 
 def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback] | None = None) -> Path:
-    """Fine-tune on `<run_dir>/data`, resuming from the last checkpoint when `train.resume`; save `<run_dir>/model`."""
+    """Fine-tune on `<run_dir>/data`, resuming from the last checkpoint when `train.resume`; save `<run_dir>/model`.
+
+    A finished run of the same recipe is reused as it is; a stopped one returns `<run_dir>/checkpoints` instead.
+    """
     paths = RunPaths(resolve(run_dir))
     check_upstream(paths.run_dir, "finetune", profile)
     data = load_assembly(paths.data)
-    base = base_model_location(profile, paths, data)
+    args = sft_config(profile, paths.checkpoints)  # sets up the (distributed) process state, as the trainer will use it
+    resume_from = _resume_point(profile, paths, args)
+    finished = _finished_state(resume_from)
+    previous = read_env(paths.run_dir).get("steps", {}).get("finetune", {}).get("summary")
+    if finished and previous and previous["global_step"] == finished["global_step"] and (paths.model / "README.md").is_file():
+        log.info("training already finished at %s; keeping %s", resume_from, paths.model)
+        if args.process_index == 0:
+            record_step(paths.run_dir, "finetune", profile, {"summary": previous})
+        return paths.model
+    with args.main_process_first(local=False, desc="tiny base model"):  # built once, not by every process at once
+        base = base_model_location(profile, paths, data)
     tokenizer = modeling.load_tokenizer(base, padding_side="right", revision=profile.model.revision)
     model = modeling.load_model(base, profile.model, profile.lora, revision=profile.model.revision)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.generation_config = modeling.generation_config_for(tokenizer)
 
-    resume_from = _last_checkpoint(paths.checkpoints) if profile.train.resume else None
-    _trim_log(paths.train_log, resume_from)
-    trainer = build_trainer(
-        profile, model, tokenizer, data["train"], paths.checkpoints, [JsonlLogCallback(paths.train_log), *(callbacks or [])]
-    )
+    callbacks = [JsonlLogCallback(paths.train_log), *(callbacks or [])]
+    trainer = build_trainer(profile, model, tokenizer, data["train"], paths.checkpoints, callbacks, args)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    if trainer.state.global_step < trainer.state.max_steps:
-        log.warning("training stopped at step %d of %d; rerun to resume", trainer.state.global_step, trainer.state.max_steps)
-        return paths.checkpoints
+    if finished:
+        # Its model folder is missing (a crash while saving). `Trainer.train` would run one step past `max_steps`
+        # when resumed from a finished checkpoint, so load the checkpoint's weights instead.
+        trainer._load_from_checkpoint(resume_from)
+        losses = [entry["loss"] for entry in finished["log_history"] if "loss" in entry]
+        global_step, train_loss = finished["global_step"], sum(losses) / len(losses) if losses else float("nan")
+    else:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        if trainer.state.global_step < trainer.state.max_steps:
+            log.warning("training stopped at step %d of %d; rerun to resume", trainer.state.global_step, trainer.state.max_steps)
+            return paths.checkpoints
+        global_step, train_loss = trainer.state.global_step, result.training_loss
     summary = {
-        "global_step": trainer.state.global_step,
-        "train_loss": result.training_loss,
+        "global_step": global_step,
+        "train_loss": train_loss,
         "train_seconds": time.perf_counter() - started,
         "resumed_from": Path(resume_from).name if resume_from else None,
         "base_model": profile.model.base,
     }
+    save_model(trainer, tokenizer, profile, paths, summary)
     if trainer.is_world_process_zero():
-        save_model(trainer, tokenizer, profile, paths, summary)
         record_step(paths.run_dir, "finetune", profile, {"summary": summary})
     return paths.model
 
@@ -202,30 +251,39 @@ def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback
 def save_model(
     trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase, profile: Profile, paths: RunPaths, summary: dict[str, Any]
 ) -> None:
-    """Save weights (LoRA adapters, or merged when `lora.merge_on_save`), tokenizer, generation config, model card."""
+    """Save weights (LoRA adapters, or merged when `lora.merge_on_save`), tokenizer, generation config, model card.
+
+    Every process calls this: `Trainer.save_model` gathers FSDP / DeepSpeed ZeRO-3 shards (a plain `save_pretrained`
+    on the main process alone would hang or write shards); the main process then assembles `model/` atomically.
+    """
+    accelerator = trainer.accelerator
+    if trainer.is_world_process_zero():
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    trainer.save_model(str(paths.staging))
+    accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return
     with atomic_dir(paths.model) as tmp:
-        model = trainer.model
         if profile.lora.enabled and profile.lora.merge_on_save:
-            model = _merged(trainer, profile, tmp)
-        model.save_pretrained(tmp)
+            _merged(paths.staging, profile, tokenizer).save_pretrained(tmp)
+        else:
+            for item in paths.staging.iterdir():
+                item.rename(tmp / item.name)
         tokenizer.save_pretrained(tmp)
-        model.generation_config.save_pretrained(tmp)
+        modeling.generation_config_for(tokenizer).save_pretrained(tmp)
         write_text_atomic(tmp / "README.md", model_card(profile, paths, summary))
+    shutil.rmtree(paths.staging, ignore_errors=True)
 
 
-def _merged(trainer: SFTTrainer, profile: Profile, scratch: Path) -> PreTrainedModel:
-    """Merge LoRA weights into an unquantised copy of the base model."""
-    from peft import PeftModel
+def _merged(adapter_dir: Path, profile: Profile, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Merge the LoRA adapters in `adapter_dir` into an unquantised copy of their base model."""
+    from peft import PeftConfig, PeftModel
 
-    adapter_dir = scratch / "_adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    base = modeling.load_model(trainer.model.peft_config["default"].base_model_name_or_path, profile.model, None)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.generation_config = trainer.model.generation_config
-    import shutil
-
-    shutil.rmtree(adapter_dir)
-    return merged
+    base = modeling.load_model(PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path, profile.model, None)
+    if len(tokenizer) > base.get_input_embeddings().num_embeddings:
+        base.resize_token_embeddings(len(tokenizer))
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def model_card(profile: Profile, paths: RunPaths, summary: dict[str, Any]) -> str:
@@ -256,18 +314,56 @@ def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
     return list(read_jsonl(path)) if path.is_file() else []
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+def recipe(profile: Profile) -> dict[str, str]:
+    """Hashes of the settings a checkpoint's weights depend on (the fine-tuning inputs less `NOT_IN_RECIPE`)."""
+    sections = profile.to_dict()
+    sections["train"] = {k: v for k, v in sections["train"].items() if k not in NOT_IN_RECIPE}
+    return {
+        key: hashlib.sha256(json.dumps(sections[key], sort_keys=True).encode()).hexdigest()[:16]
+        for key in STEP_INPUTS["finetune"]
+    }
 
 
-def _trim_log(path: Path, resume_from: str | None) -> None:
-    """Start a fresh log, or on resume keep only the records up to the checkpoint's step."""
+def _resume_point(profile: Profile, paths: RunPaths, args: SFTConfig) -> str | None:
+    """The checkpoint to resume from, or None after clearing `checkpoints/` for a fresh run of this recipe.
+
+    Resuming a checkpoint written with other settings would mix two recipes in one model: that is an error.
+    A fresh run also removes the previous run's model folder, so a finished checkpoint and `model/` always match.
+    """
+    folder = paths.checkpoints
+    last = get_last_checkpoint(str(folder)) if profile.train.resume and folder.is_dir() else None
+    current = recipe(profile)
+    if last is not None:
+        recorded_path = folder / RECIPE_FILE
+        recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else current
+        changed = [key for key, value in recorded.items() if current.get(key) != value]
+        if changed:
+            raise ConfigError(
+                f"{folder}: its checkpoints were written with different {', '.join(changed)} settings; "
+                "set train.resume: false to start over (their checkpoints are deleted) or use another run_dir"
+            )
+        return last
+    if args.process_index == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(paths.model, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_text_atomic(folder / RECIPE_FILE, json.dumps(current, indent=2) + "\n")
+    PartialState().wait_for_everyone()
+    return None
+
+
+def _finished_state(checkpoint: str | None) -> dict[str, Any] | None:
+    """The checkpoint's trainer state when it is the last step of its run, else None."""
+    if checkpoint is None:
+        return None
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return state if state["global_step"] >= state["max_steps"] else None
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep only the log records up to `step` (none when training starts from scratch)."""
     if not path.is_file():
         return
-    if resume_from is None:
-        path.unlink()
-        return
-    step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
     kept = [r for r in read_jsonl(path) if r["step"] <= step]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
