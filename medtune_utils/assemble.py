@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("instruction", "input", "output", "source", "task", "id")
 SPLITS = ("train", "validation")
+EVAL_SEED = 0  # validation rows and their instructions do not depend on the run seed: every run is scored alike
 
 
 class LeakageError(RuntimeError):
@@ -60,8 +61,9 @@ def assemble(data: DataConfig, seed: int) -> Assembly:
             for split, requested in (("train", "train"), ("validation", data.eval_split)):
                 records = task.load(folder, requested)
                 read_counts[(task.name, split)] = len(records)
-                chosen = _cap(records, _limit(data, split, task.name), seed, f"{task.name}/{split}")
-                rows[split].extend(to_row(task, record, seed) for record in chosen)
+                split_seed = seed if split == "train" else EVAL_SEED
+                chosen = _cap(records, _limit(data, split, task.name), split_seed, f"{task.name}/{split}")
+                rows[split].extend(to_row(task, record, split_seed) for record in chosen)
             files.update(_hash_folder(folder))
     if not rows["train"]:
         raise ValueError(f"no training rows: no usable source in {data_dir} (notices: {' | '.join(notices) or 'none'})")
@@ -121,25 +123,30 @@ def load_assembly(out_dir: str | Path) -> DatasetDict:
     return load_from_disk(str(out_dir))
 
 
-def token_stats(dataset: DatasetDict, tokenizer: Any) -> pd.DataFrame:
-    """Mean prompt and completion length in tokens of `tokenizer`, per source and split."""
-    records = []
+def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) -> pd.DataFrame:
+    """Mean prompt and completion length in tokens of `tokenizer`, per source and split (batched encoding)."""
+    frames = []
     for split in SPLITS:
-        by_source: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for row in dataset[split]:
-            prompt = len(tokenizer(build_prompt(row["instruction"], row["input"]))["input_ids"])
-            completion = len(tokenizer(row["output"], add_special_tokens=False)["input_ids"])
-            by_source[row["source"]].append((prompt, completion))
-        for source, lengths in by_source.items():
-            records.append(
-                {
-                    "source": source,
-                    "split": split,
-                    "prompt_tokens": sum(p for p, _ in lengths) / len(lengths),
-                    "completion_tokens": sum(c for _, c in lengths) / len(lengths),
-                }
-            )
-    return pd.DataFrame(records)
+        part = dataset[split]
+        prompts = [build_prompt(i, x) for i, x in zip(part["instruction"], part["input"])]
+        frame = pd.DataFrame(
+            {
+                "source": part["source"],
+                "prompt_tokens": _token_counts(tokenizer, prompts, True, batch_size),
+                "completion_tokens": _token_counts(tokenizer, part["output"], False, batch_size),
+            }
+        )
+        frames.append(frame.groupby("source", sort=False).mean().reset_index().assign(split=split))
+    columns = ["source", "split", "prompt_tokens", "completion_tokens"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def _token_counts(tokenizer: Any, texts: list[str], special: bool, batch_size: int) -> list[int]:
+    counts: list[int] = []
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=special)["input_ids"]
+        counts.extend(len(ids) for ids in encoded)
+    return counts
 
 
 def _available_tasks(data: DataConfig, data_dir: Path, notices: list[str]) -> Iterable[tuple[Task, Path]]:
@@ -264,7 +271,8 @@ def _add_released(
             read_counts[(source, split)] = len(group)
             family = get_task(source).family if source in task_names() else "qa"
             source_split[source] = "released-validation"
-            for record in _cap(group, _limit(data, split, source), seed, f"released/{source}/{split}"):
+            split_seed = seed if split == "train" else EVAL_SEED
+            for record in _cap(group, _limit(data, split, source), split_seed, f"released/{source}/{split}"):
                 rows[split].append(
                     {
                         "instruction": record.instruction,

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SCORES = "scores.json"
 PREDICTIONS = "predictions"
+BUDGET_REFERENCE_ROWS = 1000
 
 
 @dataclass
@@ -52,12 +53,27 @@ def model_specs(profile: Profile, run_dir: Path, models: list[str] | None = None
     return specs
 
 
+def check_locations(specs: list[ModelSpec]) -> None:
+    """Fail before any generation when a model given as a path (not a hub id) does not exist."""
+    for spec in specs:
+        location = spec.location
+        if resolve(location).exists() or _looks_like_hub_id(location):
+            continue
+        hint = " (run notebooks/02_finetune.ipynb first)" if spec.name in {"base", "tuned"} else ""
+        raise FileNotFoundError(f"model {spec.name!r}: no such folder {resolve(location)}{hint}")
+
+
 def select_rows(validation: Dataset, profile: Profile) -> list[dict[str, Any]]:
-    """The rows evaluated: registered sources only, at most `eval.rows_per_source` each (seeded, stable order)."""
+    """The rows evaluated: registered sources only, at most `eval.rows_per_source` each, in their original order.
+
+    The sample is seeded by the source name alone, so runs with different seeds (or other sources) score the same rows.
+    """
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in validation:
         by_source[row["source"]].append(row)
     wanted = set(profile.eval.sources) if profile.eval.sources is not None else None
+    for source in sorted((wanted or set()) - set(by_source)):
+        log.warning("not evaluated: %s has no validation rows (absent when the data were assembled)", source)
     chosen = []
     for source, rows in sorted(by_source.items()):
         if source not in TASKS:
@@ -67,10 +83,24 @@ def select_rows(validation: Dataset, profile: Profile) -> list[dict[str, Any]]:
             continue
         limit = profile.eval.rows_per_source
         if limit is not None and len(rows) > limit:
-            keep = sorted(random.Random(f"{profile.seed}|eval|{source}").sample(range(len(rows)), limit))
+            keep = sorted(random.Random(f"eval|{source}").sample(range(len(rows)), limit))
             rows = [rows[i] for i in keep]
         chosen.extend(rows)
     return chosen
+
+
+def budget_reference(train: Dataset, sources: set[str], per_source: int = BUDGET_REFERENCE_ROWS) -> list[dict[str, Any]]:
+    """Training rows whose gold answers set the generation budgets: at most `per_source` of each source (seeded)."""
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for index, source in enumerate(train["source"]):
+        if source in sources:
+            by_source[source].append(index)
+    keep = []
+    for source, indices in sorted(by_source.items()):
+        if len(indices) > per_source:
+            indices = random.Random(f"budget|{source}").sample(indices, per_source)
+        keep.extend(indices)
+    return train.select(sorted(keep)).to_list() if keep else []
 
 
 def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
@@ -81,14 +111,15 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
     rows = select_rows(data["validation"], profile)
     if not rows:
         raise ValueError(f"nothing to evaluate in {run_dir / 'data'}: no validation rows of a registered source")
+    specs = model_specs(profile, run_dir, models)
+    check_locations(specs)
     tasks = {source: get_task(source, profile.data.ner_format) for source in {r["source"] for r in rows}}
     prompts = [build_prompt(r["instruction"], r["input"]) for r in rows]
+    reference = budget_reference(data["train"], set(tasks))
     results: dict[str, dict[str, Any]] = {}
     row_stats: dict[str, dict[str, np.ndarray]] = {}
-    for spec in model_specs(profile, run_dir, models):
-        generations = _generate_with(
-            spec, profile, rows, data["train"], prompts, {s: t.family for s, t in tasks.items()}, progress
-        )
+    for spec in specs:
+        generations = _generate_with(spec, profile, rows, reference, prompts, {s: t.family for s, t in tasks.items()}, progress)
         predictions = _parse_all(rows, prompts, generations, tasks)
         _write_predictions(run_dir / PREDICTIONS / spec.name, predictions)
         results[spec.name], row_stats[spec.name] = score_predictions(
@@ -103,7 +134,7 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
         "comparisons": _compare(row_stats, profile.eval.bootstrap_samples, profile.seed),
     }
     write_json_atomic(run_dir / SCORES, scores)
-    record_step(run_dir, "evaluate", profile, {"models": [s.name for s in model_specs(profile, run_dir, models)]})
+    record_step(run_dir, "evaluate", profile, {"models": [s.name for s in specs]})
     return scores
 
 
@@ -155,13 +186,12 @@ def _generate_with(
     spec: ModelSpec,
     profile: Profile,
     rows: list[dict[str, Any]],
-    train: Dataset,
+    reference: list[dict[str, Any]],
     prompts: list[str],
     families: dict[str, str],
     progress: bool,
 ) -> list[str]:
     tokenizer = modeling.load_tokenizer(spec.location, padding_side="left")
-    reference = [r for r in train if r["source"] in families] or rows
     budgets = token_budgets(rows, reference, tokenizer, families, profile.eval.max_new_tokens_cap)
     if profile.eval.backend == "vllm":
         if not vllm_available():
@@ -238,6 +268,11 @@ def _source_splits(run_dir: Path) -> dict[str, str]:
 def _as_value(value: Any) -> Any:
     """JSON turns tuples into lists; metrics want hashable tuples back."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def _looks_like_hub_id(location: str) -> bool:
+    """`name` or `owner/name`; anything absolute, relative (`./`, `../`, `~`) or deeper is a path."""
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", location) is not None and not location.startswith(".")
 
 
 def _safe_name(name: str) -> str:
