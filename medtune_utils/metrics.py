@@ -75,11 +75,15 @@ def score_single_label(
     positive: str | None = None,
     negatives: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Accuracy, micro and macro F1 over `labels`; binary F1 for `positive`; micro F1 without `negatives` (BLURB)."""
+    """Accuracy, micro and macro F1 over `labels`; binary F1 for `positive`; micro F1 without `negatives` (BLURB).
+
+    In the all-class micro F1 an unparseable answer is a false positive too (of a class of its own), so it
+    equals accuracy as for any single-label task and a malformed answer never scores better than a wrong one.
+    """
     y_true, y_pred = _labels(gold), _labels(pred)
     out: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "micro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="micro", zero_division=0)),
+        "micro_f1": float(f1_score(y_true, y_pred, labels=[*labels, NO_ANSWER], average="micro", zero_division=0)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
         "headline": "accuracy",
     }
@@ -144,9 +148,14 @@ def _without(labels: Sequence[str], negatives: Sequence[str]) -> list[str]:
     return [label for label in labels if label not in negatives]
 
 
-def label_counts(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]) -> np.ndarray:
-    """Per-row `(tp, fp, fn)` for micro F1 restricted to `labels` (single-label rows)."""
-    keep = set(labels)
+def label_counts(
+    gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str], unparsed_counts: bool = False
+) -> np.ndarray:
+    """Per-row `(tp, fp, fn)` for micro F1 restricted to `labels` (single-label rows).
+
+    With `unparsed_counts`, an unparseable answer (None) is also a false positive.
+    """
+    keep = set(labels) | ({None} if unparsed_counts else set())
     return np.array(
         [((g == p and g in keep), (p in keep and p != g), (g in keep and p != g)) for g, p in zip(gold, pred)], dtype=np.int64
     ).reshape(-1, 3)
@@ -238,7 +247,7 @@ def score_task(
         if task.positive_label is not None:
             rows["f1"] = label_counts(gold, pred, [task.positive_label])
         if task.negative_labels:
-            rows["micro_f1"] = label_counts(gold, pred, task.labels)
+            rows["micro_f1"] = label_counts(gold, pred, task.labels, unparsed_counts=True)
             rows["micro_f1_positive"] = label_counts(gold, pred, _without(task.labels, task.negative_labels))
         return metrics, rows
     return score_text(gold, pred), {"rouge_l": rouge_l(gold, pred)}

@@ -91,8 +91,14 @@ def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, caption: str
 
 
 def load_paper_results(path: str | Path | None = None) -> pd.DataFrame:
-    """The paper's reported numbers (`data/reference/paper_results.csv`); empty values stay NaN."""
-    return pd.read_csv(resolve(path or PAPER_RESULTS), dtype={"value": float})
+    """The paper's reported numbers (`data/reference/paper_results.csv`); empty values stay NaN.
+
+    `value_text` keeps each number exactly as written (`37.20`), so tables reprint it without reformatting.
+    """
+    paper = pd.read_csv(resolve(path or PAPER_RESULTS), dtype={"value": str})
+    paper["value_text"] = paper.value.fillna("").astype(str).str.strip()
+    paper["value"] = pd.to_numeric(paper.value_text.where(paper.value_text != "")).astype(float)
+    return paper
 
 
 def run_label(run_dir: str | Path) -> str:
@@ -219,6 +225,13 @@ def collect_stats(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def first_run_stats(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the first run in a `collect_stats` frame (all rows when there is no `run` column)."""
+    if stats.empty or "run" not in stats:
+        return stats
+    return stats[stats.run == stats.run.iloc[0]]
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -227,6 +240,23 @@ def _fmt(value: float, low: float = np.nan, high: float = np.nan) -> str:
         return ""
     text = f"{value:.2f}"
     return text + (f" [{low:.1f}, {high:.1f}]" if not (pd.isna(low) or pd.isna(high)) else "")
+
+
+def _paper_splits(rows: pd.DataFrame) -> str:
+    """Each split the paper's numbers come from, with the roles of the models scored on it."""
+    rows = rows[rows.value.notna()]
+    if rows.split.nunique() <= 1:
+        return "".join(rows.split.unique()[:1])
+    parts = {split: ", ".join(dict.fromkeys(rows[rows.split == split].role)) for split in dict.fromkeys(rows.split)}
+    return "; ".join(f"{split} ({roles})" for split, roles in parts.items())
+
+
+def _paper_text(row: pd.Series) -> str:
+    """A paper number as written in its CSV (trailing zeros kept); formatted only when the text is not known."""
+    if pd.isna(row.value):
+        return ""
+    text = row.get("value_text")
+    return text if isinstance(text, str) and text else _fmt(row.value)
 
 
 def _source_order(sources: Iterable[str]) -> list[str]:
@@ -261,15 +291,16 @@ def main_results_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
             ours_here = ours[(ours.source == source) & (ours.metric == metric)] if not ours.empty else ours
             record["Split (ours)"] = "/".join(sorted(set(ours_here.split))) if not ours_here.empty else ""
             paper_here = paper[(paper.source == source) & (paper.metric == metric)]
-            record["Split (paper)"] = "/".join(sorted(set(paper_here.split))) if not paper_here.empty else ""
+            record["Split (paper)"] = _paper_splits(paper_here)
             for model in paper.model.unique():
-                value = paper_here.loc[paper_here.model == model, "value"]
-                record[f"{model} (paper)"] = _fmt(value.iloc[0]) if len(value) else ""
+                hit = paper_here[paper_here.model == model]
+                record[f"{model} (paper)"] = _paper_text(hit.iloc[0]) if len(hit) else ""
             for run, model in run_models:
                 hit = ours_here[(ours_here.run == run) & (ours_here.model == model)]
                 record[f"{run}/{model}"] = _fmt(*hit[["value", "ci_low", "ci_high"]].iloc[0]) if len(hit) else ""
             records.append(record)
-    return pd.DataFrame(records)
+    table = pd.DataFrame(records)
+    return table.drop(columns="Split (ours)") if ours.empty and not table.empty else table
 
 
 def _task_of(source: str, ours: pd.DataFrame, paper: pd.DataFrame) -> str:
@@ -280,13 +311,12 @@ def _task_of(source: str, ours: pd.DataFrame, paper: pd.DataFrame) -> str:
 
 
 def composition_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """Rows per source and split, the split read for validation, and mean lengths, from `stats.csv`."""
+    """Rows per source and split, the split read for validation, and mean lengths over both splits' rows, from `stats.csv`."""
     if stats.empty:
         return pd.DataFrame(
             columns=["Dataset", "Task", "Train rows", "Validation rows", "Validation split", "Prompt chars", "Answer chars"]
         )
-    first_run = stats.run.iloc[0] if "run" in stats else None
-    stats = stats[stats.run == first_run] if first_run is not None else stats
+    stats = first_run_stats(stats)
     records = []
     for source in _source_order(stats.source):
         part = stats[stats.source == source].set_index("split")
@@ -299,8 +329,8 @@ def composition_table(stats: pd.DataFrame) -> pd.DataFrame:
                 "Train rows": int(train.rows) if train is not None else 0,
                 "Validation rows": int(valid.rows) if valid is not None else 0,
                 "Validation split": valid.source_split if valid is not None else "",
-                "Prompt chars": round(float(part.prompt_chars.mean())),
-                "Answer chars": round(float(part.completion_chars.mean())),
+                "Prompt chars": round(float(np.average(part.prompt_chars, weights=part.rows))),
+                "Answer chars": round(float(np.average(part.completion_chars, weights=part.rows))),
             }
         )
     table = pd.DataFrame(records)
@@ -421,7 +451,8 @@ def _shown(generation: str) -> str:
 def plot_composition(stats: pd.DataFrame) -> plt.Figure:
     """Rows per source in train and validation, coloured by task family (log scale)."""
     set_style()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * max(4, stats.source.nunique()) + 1.2), sharey=True)
+    n = stats.source.nunique() if not stats.empty else 4
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * max(4, n) + 1.2), sharey=True)
     if stats.empty:
         for ax in axes:
             _absent(ax, "no data statistics")
@@ -729,7 +760,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, paper_path
             "malformed": (malformed_table(ours), "Malformed generations (percent of rows whose answer broke the format)."),
         }
         figures |= {
-            "composition": lambda: plot_composition(collect_stats(run_dirs[:1])),
+            "composition": lambda: plot_composition(first_run_stats(collect_stats(run_dirs))),
             "gains": lambda: plot_gains(collect_comparisons(run_dirs)),
             "training_curves": lambda: plot_training_curves(collect_train_logs(run_dirs)),
             "generation_lengths": lambda: plot_generation_lengths(collect_predictions(run_dirs)),
