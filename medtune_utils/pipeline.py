@@ -79,19 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="profile override, e.g. train.max_steps=20"
     )
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number: --only 01 or --only 03 04")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     args = parser.parse_args(argv)
     try:
-        run_dir = run_pipeline(args.profile, args.run_dir, args.data_dir, parse_set_args(args.set), progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError, NotebookFailed) as exc:
+        notebooks = select_notebooks(args.only)
+        run_dir = run_pipeline(
+            args.profile, args.run_dir, args.data_dir, parse_set_args(args.set), notebooks, progress=not args.no_progress
+        )
+    except (ConfigError, FileNotFoundError, NotebookFailed, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     figures = run_dir / "figures"
-    print(f"scores:  {run_dir / 'scores.json'}")
-    print(f"figure:  {figures / 'results.png'} (and {len(list(figures.glob('*.png')))} more PNG/PDF pairs in {figures})")
-    print(f"table:   {figures / 'main_results.md'} (also .tex and .csv)")
+    if (run_dir / "scores.json").is_file():
+        print(f"scores:  {run_dir / 'scores.json'}")
+    if (figures / "results.png").is_file():
+        others = len(list(figures.glob("*.png"))) - 1
+        print(f"figure:  {figures / 'results.png'} (and {others} more PNG/PDF pairs in {figures})")
+        print(f"table:   {figures / 'main_results.md'} (also .tex and .csv)")
     print(f"notebooks executed: {run_dir / 'notebooks'}")
     return 0
+
+
+def select_notebooks(numbers: Sequence[str] | None) -> tuple[str, ...]:
+    """The notebooks whose number prefixes are given (all four when none), in pipeline order."""
+    if not numbers:
+        return tuple(NOTEBOOKS)
+    unknown = [n for n in numbers if not any(name.startswith(n.zfill(2) + "_") for name in NOTEBOOKS)]
+    if unknown:
+        raise ValueError(f"unknown notebook number(s) {', '.join(unknown)}; expected some of 01, 02, 03, 04")
+    return tuple(name for name in NOTEBOOKS if any(name.startswith(n.zfill(2) + "_") for n in numbers))
 
 
 if __name__ == "__main__":
