@@ -13,7 +13,7 @@ import pytest
 
 from medtune_utils.config import ConfigError
 from medtune_utils.paths import repo_root
-from medtune_utils.pipeline import NOTEBOOKS, NotebookFailed, main, run_pipeline
+from medtune_utils.pipeline import NOTEBOOKS, NotebookFailed, main, run_pipeline, select_notebooks
 
 
 def test_run_folder_holds_every_artifact(tiny_run: Path) -> None:
@@ -77,12 +77,18 @@ def test_a_failing_notebook_stops_with_its_error(tmp_path: Path) -> None:
         (["--profile", "no-such-profile"], "unknown profile 'no-such-profile'"),
         (["--set", "train.max_stepz=3"], "unknown key 'train.max_stepz'"),
         (["--data-dir", "no/such/dir"], "data directory not found"),
+        (["--only", "07"], "unknown notebook number(s) 07"),
     ],
 )
 def test_command_line_errors_are_one_line(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*args, "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and fragment in err and "\n" not in err
+
+
+def test_only_selects_notebooks_by_number_in_pipeline_order() -> None:
+    assert select_notebooks(["4", "03"]) == ("03_evaluate", "04_figures_and_tables")
+    assert select_notebooks(None) == tuple(NOTEBOOKS)
 
 
 def test_run_pipeline_checks_settings_before_any_work(tmp_path: Path) -> None:
