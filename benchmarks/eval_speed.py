@@ -24,6 +24,7 @@ from medtune_utils.config import load_profile
 from medtune_utils.evaluate import budget_reference
 from medtune_utils.generation import generate, token_budgets
 from medtune_utils.prompts import build_prompt
+from medtune_utils.tasks import get_task
 from medtune_utils.train import train
 
 
@@ -49,7 +50,7 @@ def main() -> None:
         rows = [validation[i] for i in sorted(random.Random(0).sample(range(len(validation)), args.prompts))]
         prompts = [build_prompt(r["instruction"], r["input"]) for r in rows]
         reference = budget_reference(data["train"], {"NCBI-disease"})
-        budgets = token_budgets(rows, reference, tokenizer, {"NCBI-disease": "ner"}, 1024)
+        budgets = token_budgets(rows, reference, tokenizer, {"NCBI-disease": get_task("NCBI-disease")}, 1024)
 
         started = time.perf_counter()
         ours = generate(model, tokenizer, prompts, budgets, batch_size=args.batch_size, desc="ours")

@@ -119,7 +119,7 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
     results: dict[str, dict[str, Any]] = {}
     row_stats: dict[str, dict[str, np.ndarray]] = {}
     for spec in specs:
-        generations = _generate_with(spec, profile, rows, reference, prompts, {s: t.family for s, t in tasks.items()}, progress)
+        generations = _generate_with(spec, profile, rows, reference, prompts, tasks, progress)
         predictions = _parse_all(rows, prompts, generations, tasks)
         _write_predictions(run_dir / PREDICTIONS / spec.name, predictions)
         results[spec.name], row_stats[spec.name] = score_predictions(
@@ -188,11 +188,11 @@ def _generate_with(
     rows: list[dict[str, Any]],
     reference: list[dict[str, Any]],
     prompts: list[str],
-    families: dict[str, str],
+    tasks: dict[str, Task],
     progress: bool,
 ) -> list[str]:
     tokenizer = modeling.load_tokenizer(spec.location, padding_side="left")
-    budgets = token_budgets(rows, reference, tokenizer, families, profile.eval.max_new_tokens_cap)
+    budgets = token_budgets(rows, reference, tokenizer, tasks, profile.eval.max_new_tokens_cap)
     if profile.eval.backend == "vllm":
         if not vllm_available():
             raise RuntimeError("eval.backend is vllm but vllm is not installed: pip install -e '.[gpu]' or use backend hf")

@@ -8,12 +8,15 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .tasks import Task
+from .tasks.ner import NerTask
 
 STOP_STRINGS = ("###",)
 
@@ -22,31 +25,35 @@ def token_budgets(
     rows: Sequence[dict[str, str]],
     reference: Sequence[dict[str, str]],
     tokenizer: PreTrainedTokenizerBase,
-    families: dict[str, str],
+    tasks: Mapping[str, Task],
     cap: int,
 ) -> list[int]:
-    """`max_new_tokens` per row, from the gold outputs of `reference` rows of the same source.
+    """`max_new_tokens` per row, capped at `cap`.
 
-    NER answers grow with the sentence, so their budget is the largest output/input token ratio seen in the
-    source times the row's input length; other tasks get the longest reference output. Both get 25% and 8
-    tokens of slack and are capped at `cap`; a source without reference rows gets `cap`. Only `reference`
-    rows are read for answer lengths: pass training rows, so that no row's own gold answer is used.
+    An NER answer's format is fixed by its input (a line per token, or a line per mention), so its budget is
+    the token length of the longest well-formed answer (`NerTask.longest_answers`) plus 10% and 8 tokens. Other
+    tasks get the longest gold output among the `reference` rows of their source plus 25% and 8 tokens, or `cap`
+    without reference rows. Pass training rows as `reference`, so that no row's own gold answer is used.
     """
-    ratio: dict[str, float] = defaultdict(float)
     longest: dict[str, int] = defaultdict(int)
-    out_lengths = _counts(tokenizer, [row["output"] for row in reference])
-    in_lengths = _counts(tokenizer, [row["input"] for row in reference])
-    for row, n_out, n_in in zip(reference, out_lengths, in_lengths):
-        source = row["source"]
-        longest[source] = max(longest[source], n_out)
-        if families.get(source) == "ner":
-            ratio[source] = max(ratio[source], n_out / max(1, n_in))
+    for row, n_out in zip(reference, _counts(tokenizer, [row["output"] for row in reference])):
+        longest[row["source"]] = max(longest[row["source"]], n_out)
+    bounds = [_longest_answer_tokens(tokenizer, tasks.get(row["source"]), row["input"]) for row in rows]
     budgets = []
-    for row, n_in in zip(rows, _counts(tokenizer, [row["input"] for row in rows])):
-        source = row["source"]
-        need = ratio[source] * n_in if families.get(source) == "ner" and ratio[source] else (longest[source] or cap)
-        budgets.append(min(cap, math.ceil(1.25 * need) + 8))
+    for row, bound in zip(rows, bounds):
+        if bound is not None:
+            need = math.ceil(1.1 * bound) + 8
+        else:
+            need = math.ceil(1.25 * longest[row["source"]]) + 8 if longest[row["source"]] else cap
+        budgets.append(min(cap, need))
     return budgets
+
+
+def _longest_answer_tokens(tokenizer: PreTrainedTokenizerBase, task: Task | None, input_text: str) -> int | None:
+    """Tokens of the task's longest well-formed answer for `input_text`, for tasks whose format fixes it."""
+    if not isinstance(task, NerTask):
+        return None
+    return max(_counts(tokenizer, task.longest_answers(input_text)))
 
 
 def _counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:

@@ -22,7 +22,7 @@ from medtune_utils.prompts import build_prompt, training_text
 from medtune_utils.tasks import get_task
 
 SOURCE = "NCBI-disease"
-FAMILIES = {SOURCE: "ner", "GAD": "re"}
+TASKS = {SOURCE: get_task(SOURCE), "GAD": get_task("GAD")}
 SEED = 42
 
 
@@ -95,7 +95,7 @@ def prompts(devel_rows: list[dict[str, str]]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def budgets(devel_rows: list[dict[str, str]], train_rows: list[dict[str, str]], tokenizer: PreTrainedTokenizerFast) -> list[int]:
-    return token_budgets(devel_rows, train_rows[:500], tokenizer, FAMILIES, cap=64)
+    return token_budgets(devel_rows, train_rows[:500], tokenizer, TASKS, cap=64)
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +142,31 @@ def test_ner_budgets_grow_with_the_input_and_stay_under_the_cap(
     devel_rows: list[dict[str, str]], train_rows: list[dict[str, str]], tokenizer: PreTrainedTokenizerFast
 ) -> None:
     cap = load_profile("tiny").eval.max_new_tokens_cap
-    budgets = token_budgets(devel_rows, train_rows[:500], tokenizer, FAMILIES, cap)
+    budgets = token_budgets(devel_rows, train_rows[:500], tokenizer, TASKS, cap)
     lengths = [len(tokenizer(r["input"], add_special_tokens=False)["input_ids"]) for r in devel_rows]
     pairs = sorted(zip(lengths, budgets))
-    assert all(b1 <= b2 for (_, b1), (_, b2) in zip(pairs, pairs[1:])), pairs
-    assert pairs[0][1] < pairs[-1][1]
+    assert pairs[0][1] < pairs[len(pairs) // 2][1] < pairs[-1][1], pairs
     assert all(8 < b <= cap for b in budgets)
     assert budgets[-1] == cap  # the longest NCBI sentence's answer (one line per token) needs more than the cap
-    # A line per input token: the budget covers at least as many tokens as the gold answer's line per token needs.
+    # A line per input token: the budget covers the gold answer, with at most 10% and 8 tokens more than the
+    # longest answer the format allows (every token given the same tag).
     for row, budget in zip(devel_rows, budgets):
         gold = len(tokenizer(row["output"], add_special_tokens=False)["input_ids"])
-        assert budget >= min(cap, gold)
+        longest = max(
+            len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in TASKS[SOURCE].longest_answers(row["input"])
+        )
+        assert min(cap, gold) <= budget <= min(cap, math.ceil(1.1 * longest) + 8)
+
+
+def test_ner_budgets_need_no_reference_rows_and_follow_the_format(tokenizer: PreTrainedTokenizerFast) -> None:
+    """The entity-list format allows far shorter answers than a line per token, so its budgets are smaller."""
+    row = {"source": SOURCE, "input": "Mutations in BRCA1 cause breast cancer in many families .", "output": "breast cancer"}
+    lines = token_budgets([row], [], tokenizer, TASKS, cap=1000)[0]
+    entities = token_budgets([row], [], tokenizer, {SOURCE: get_task(SOURCE, "entities")}, cap=1000)[0]
+    gold_lines = len(
+        tokenizer(TASKS[SOURCE].format_tags(tuple(row["input"].split(" ")), ("O",) * 10), add_special_tokens=False)["input_ids"]
+    )
+    assert lines >= gold_lines and entities < lines
 
 
 def test_budgets_of_other_tasks_are_the_longest_reference_answer_and_never_the_row_own_gold(
@@ -161,11 +175,11 @@ def test_budgets_of_other_tasks_are_the_longest_reference_answer_and_never_the_r
     reference = [{"source": "GAD", "input": "x", "output": text} for text in ("Association", "No association")]
     row = {"source": "GAD", "input": "@GENE$ is linked to @DISEASE$.", "output": "Association"}
     longest = max(len(tokenizer(r["output"], add_special_tokens=False)["input_ids"]) for r in reference)
-    assert token_budgets([row], reference, tokenizer, FAMILIES, cap=384) == [math.ceil(1.25 * longest) + 8]
-    assert token_budgets([{**row, "output": "word " * 500}], reference, tokenizer, FAMILIES, cap=384) == [
+    assert token_budgets([row], reference, tokenizer, TASKS, cap=384) == [math.ceil(1.25 * longest) + 8]
+    assert token_budgets([{**row, "output": "word " * 500}], reference, tokenizer, TASKS, cap=384) == [
         math.ceil(1.25 * longest) + 8
     ]
-    assert token_budgets([row, {**row, "source": SOURCE}], [], tokenizer, FAMILIES, cap=50) == [50, 50]
+    assert token_budgets([row, {**row, "source": "HoC"}], [], tokenizer, TASKS, cap=50) == [50, 50]
 
 
 def test_budget_reference_keeps_at_most_1000_seeded_rows_per_source() -> None:
@@ -190,7 +204,7 @@ def test_budgets_from_the_full_training_split_read_a_bounded_seeded_sample(
     train = Dataset.from_list(train_rows)
     started = time.perf_counter()
     reference = budget_reference(train, {SOURCE})
-    budgets = token_budgets(devel_rows, reference, tokenizer, FAMILIES, cap=384)
+    budgets = token_budgets(devel_rows, reference, tokenizer, TASKS, cap=384)
     assert time.perf_counter() - started < 10
     assert len(reference) == min(1000, len(train_rows))
     assert reference == budget_reference(train, {SOURCE})

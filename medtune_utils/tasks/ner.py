@@ -51,6 +51,11 @@ class NerTask(Task):
     def render(self, value: tuple[str, ...], input_text: str) -> str:
         return self.format_tags(tuple(input_text.split(" ")), tuple(value))
 
+    def longest_answers(self, input_text: str) -> list[str]:
+        """Answers with every token given the same tag; a well-formed answer is about as long as one of these at most."""
+        n_tokens = len(input_text.split(" "))
+        return [self.render((tag,) * n_tokens, input_text) for tag in self.label_names]
+
     def predict(self, answer: str, input_text: str) -> tuple[str, ...]:
         tokens = input_text.split(" ")
         if self.output_format == "lines":
