@@ -1,18 +1,25 @@
-"""What a GPU cluster needs, checked on CPU: the accelerate launch configs and the computed memory table."""
+"""What a GPU cluster needs, checked on CPU: launch configs, a two-process launch, the computed memory table."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
+from transformers import AutoModelForCausalLM
 from transformers.models.llama import modeling_llama
 
 from medtune_utils import memory
+from medtune_utils.assemble import run_assembly
+from medtune_utils.config import load_profile
 from medtune_utils.modeling import meta_model
 
-ACCELERATE = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = REPO / "configs" / "accelerate"
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -73,3 +80,22 @@ def test_methods_order_and_the_table(llama2_7b: object) -> None:
     assert [rows["qlora"][f"{gb} GB"] for gb in (24, 40, 80)] == ["fits", "fits", "fits"]
     with pytest.raises(ValueError, match="unknown method 'dora'"):
         memory.estimate(llama2_7b, "dora")
+
+
+def test_accelerate_launch_trains_and_saves_with_two_processes(tmp_path: Path, sample_dir: Path) -> None:
+    """`accelerate launch -m medtune_utils.train` as the README shows, two CPU processes (gloo): one model, one log."""
+    run_dir = tmp_path / "run"
+    run_assembly(load_profile("tiny", {"data": {"dir": str(sample_dir)}}), run_dir)
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"),
+        *("--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("-m", "medtune_utils.train", "--profile", "tiny", "--run-dir", str(run_dir), "--set", "train.max_steps=6"),
+        *("--set", f"data.dir={sample_dir}", "--set", "train.logging_steps=2"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert not list(run_dir.glob(".model*")), "staging folder left behind"
+    steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 4, 6]  # written by the main process only, each step once
