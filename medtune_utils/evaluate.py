@@ -23,6 +23,7 @@ from .paths import resolve
 from .prompts import build_prompt
 from .runinfo import check_upstream, record_step
 from .tasks import TASKS, Task, get_task
+from .tasks.ner import NerTask
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
     check_locations(specs)
     tasks = {source: get_task(source, profile.data.ner_format) for source in {r["source"] for r in rows}}
     prompts = [build_prompt(r["instruction"], r["input"]) for r in rows]
-    reference = budget_reference(data["train"], set(tasks))
+    reference = budget_reference(data["train"], {s for s, t in tasks.items() if not isinstance(t, NerTask)})
     results: dict[str, dict[str, Any]] = {}
     row_stats: dict[str, dict[str, np.ndarray]] = {}
     for spec in specs:
