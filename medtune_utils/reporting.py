@@ -740,12 +740,21 @@ class Report:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, paper_path: str | Path | None = None) -> Report:
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    paper_path: str | Path | None = None,
+    only: Sequence[str] | None = None,
+) -> Report:
     """Every table and figure for `run_dirs` (each may be absent) beside the paper's numbers, into `out_dir`.
 
     With no run folders at all, only what the paper's numbers alone make is written (the main table and the
-    results figure), so that `figures/` never holds placeholders.
+    results figure), so that `figures/` never holds placeholders. `only` restricts the output to the named
+    tables and figures (e.g. `composition` for a run that has assembled data but no model yet).
     """
+    unknown = sorted(set(only or ()) - set(REPORT_ITEMS))
+    if unknown:
+        raise ValueError(f"unknown report item(s) {', '.join(unknown)}; expected some of {', '.join(REPORT_ITEMS)}")
     out_dir = resolve(out_dir)
     paper = load_paper_results(paper_path)
     ours = collect_scores(run_dirs)
@@ -767,11 +776,27 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, paper_path
             "sample_outputs": lambda: plot_sample_outputs(_sample_examples(run_dirs[0])),
         }
     for name, (table, caption) in tables.items():
-        report.tables[name] = table
-        report.files += save_table(table, out_dir, name, caption)
+        if only is None or name in only:
+            report.tables[name] = table
+            report.files += save_table(table, out_dir, name, caption)
     for name, make in figures.items():
-        report.files += save_figure(make(), out_dir, name)
+        if only is None or name in only:
+            report.files += save_figure(make(), out_dir, name)
     return report
+
+
+REPORT_ITEMS = (
+    "main_results",
+    "results",
+    "composition",
+    "per_label_hoc",
+    "per_label_i2b2_2010",
+    "malformed",
+    "gains",
+    "training_curves",
+    "generation_lengths",
+    "sample_outputs",
+)
 
 
 MAIN_CAPTION = "Main results: the paper's numbers beside ours (percent; 95% bootstrap intervals in brackets; splits named)."
@@ -803,8 +828,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="*", help="run folders (results/<run>)")
     parser.add_argument("--out", required=True, help="output folder, e.g. figures")
     parser.add_argument("--paper", default=None, help=f"paper numbers CSV (default: {PAPER_RESULTS})")
+    parser.add_argument("--only", nargs="+", choices=REPORT_ITEMS, metavar="NAME", help="write only these tables/figures")
     args = parser.parse_args(argv)
-    report = build_report(args.runs, args.out, args.paper)
+    report = build_report(args.runs, args.out, args.paper, args.only)
     for path in report.files:
         print(path)
 

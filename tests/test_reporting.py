@@ -333,3 +333,13 @@ def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert all(path.stat().st_size > 0 for path in printed)
     main_table = (out / "main_results.md").read_text()
     assert "91.255" in main_table and "87.18" not in main_table
+
+
+def test_only_writes_the_named_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--only composition` writes the composition table and figure of a run and nothing else."""
+    out = tmp_path / "figures"
+    main(["--out", str(out), str(FIXTURE), "--only", "composition"])
+    assert set(out.iterdir()) == _expected_files(out, ("composition",), ("composition",))
+    assert "NCBI-disease" in (out / "composition.md").read_text()
+    with pytest.raises(ValueError, match="unknown report item"):
+        build_report([FIXTURE], out, only=["composition", "nope"])
