@@ -32,10 +32,8 @@ from medtune_utils.train import build_trainer
 
 SOURCES = ["NCBI-disease", "BC5CDR-disease", "BC5CDR-chem", "BC2GM", "JNLPBA", "HoC", "PubMedQA", "ChatDoctor"]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
-PROFILES = {("7b", "full"): "llama2-7b", ("7b", "lora"): "llama2-7b-lora", ("13b", "full"): "llama2-13b"}
-PROFILES[("13b", "lora")] = "llama2-7b-lora"
-PROFILES[("tiny", "full")] = "llama2-7b"
-PROFILES[("tiny", "lora")] = "llama2-7b-lora"
+# The training recipe of each method; the model's shape comes from --shape, not from the profile.
+PROFILES = {"full": "llama2-7b", "lora": "llama2-7b-lora"}
 
 
 class StepTimer(TrainerCallback):
@@ -98,7 +96,7 @@ def run(method: str, args: argparse.Namespace, rows: Any, tokenizer: Any, scratc
             **({} if gpu else {"bf16": False, "gradient_checkpointing": False}),
         }
     }
-    profile = load_profile(PROFILES[(args.shape, method)], overrides)
+    profile = load_profile(PROFILES[method], overrides)
     base = "tiny" if args.shape == "tiny" else f"meta-llama/Llama-2-{args.shape}-hf"
     config = modeling.architecture_config(base, profile.model.tiny)
     config.vocab_size = len(tokenizer)

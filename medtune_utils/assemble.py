@@ -125,6 +125,8 @@ def load_assembly(out_dir: str | Path) -> DatasetDict:
 
 def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) -> pd.DataFrame:
     """Mean prompt and completion length in tokens of `tokenizer`, per source and split (batched encoding)."""
+    from .modeling import token_counts
+
     frames = []
     for split in SPLITS:
         part = dataset[split]
@@ -132,21 +134,13 @@ def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) ->
         frame = pd.DataFrame(
             {
                 "source": part["source"],
-                "prompt_tokens": _token_counts(tokenizer, prompts, True, batch_size),
-                "completion_tokens": _token_counts(tokenizer, part["output"], False, batch_size),
+                "prompt_tokens": token_counts(tokenizer, prompts, True, batch_size),
+                "completion_tokens": token_counts(tokenizer, part["output"], False, batch_size),
             }
         )
         frames.append(frame.groupby("source", sort=False).mean().reset_index().assign(split=split))
     columns = ["source", "split", "prompt_tokens", "completion_tokens"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-def _token_counts(tokenizer: Any, texts: list[str], special: bool, batch_size: int) -> list[int]:
-    counts: list[int] = []
-    for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=special)["input_ids"]
-        counts.extend(len(ids) for ids in encoded)
-    return counts
 
 
 def _available_tasks(data: DataConfig, data_dir: Path, notices: list[str]) -> Iterable[tuple[Task, Path]]:

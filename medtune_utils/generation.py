@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .modeling import token_counts
 from .tasks import Task
 from .tasks.ner import NerTask
 
@@ -36,7 +37,7 @@ def token_budgets(
     without reference rows. Pass training rows as `reference`, so that no row's own gold answer is used.
     """
     longest: dict[str, int] = defaultdict(int)
-    for row, n_out in zip(reference, _counts(tokenizer, [row["output"] for row in reference])):
+    for row, n_out in zip(reference, token_counts(tokenizer, [row["output"] for row in reference])):
         longest[row["source"]] = max(longest[row["source"]], n_out)
     bounds = [_longest_answer_tokens(tokenizer, tasks.get(row["source"]), row["input"]) for row in rows]
     budgets = []
@@ -53,14 +54,7 @@ def _longest_answer_tokens(tokenizer: PreTrainedTokenizerBase, task: Task | None
     """Tokens of the task's longest well-formed answer for `input_text`, for tasks whose format fixes it."""
     if not isinstance(task, NerTask):
         return None
-    return max(_counts(tokenizer, task.longest_answers(input_text)))
-
-
-def _counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
-    """Token counts of `texts` without special tokens (one batched call)."""
-    if not texts:
-        return []
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return max(token_counts(tokenizer, task.longest_answers(input_text)))
 
 
 @torch.inference_mode()

@@ -149,6 +149,17 @@ def tokenizer_for_stats(profile: Any, texts: Iterable[str], name_or_path: str | 
         return None
 
 
+def token_counts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], special: bool = False, batch_size: int = 4096
+) -> list[int]:
+    """Token count of each text (with or without the tokenizer's special tokens), encoded in batches."""
+    counts: list[int] = []
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(texts[start : start + batch_size], add_special_tokens=special)["input_ids"]
+        counts.extend(len(ids) for ids in encoded)
+    return counts
+
+
 def generation_config_for(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
     """Greedy decoding that stops at eos and pads with the tokenizer's pad token."""
     return GenerationConfig(
