@@ -1,27 +1,101 @@
-"""Run profiles: one YAML file per recipe in `configs/profiles/`, loaded into typed dataclasses.
+"""Run profiles: one YAML file per recipe in `configs/profiles/`, loaded into typed sections.
 
-A profile may `extends:` another profile; `overrides` (nested or dotted keys) are applied last. Any key
-that no dataclass field declares is an error naming the key and the file it came from.
+A profile may `extends:` another profile; `overrides` (nested or dotted keys) are applied last. The `train` section
+takes any field of TRL's `SFTConfig` (checked against its type) besides our own `resume` and `warmup_ratio`; the other
+sections are the dataclasses below. An unknown key or a value of the wrong type is an error naming the key and the
+file it came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
+import difflib
+import functools
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pydantic
 import yaml
 
 from .paths import repo_root, resolve
 
 PROFILES_DIR = "configs/profiles"
 
+# Our `train` defaults where they differ from SFTConfig's; null means "decide from the hardware" (see `TRAIN_AUTO`).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 3.0,
+    "max_steps": -1,
+    "learning_rate": 2e-5,
+    "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 8,
+    "max_length": 1024,
+    "packing": False,
+    "bf16": None,
+    "gradient_checkpointing": None,
+    "use_liger_kernel": None,
+    "optim": "adamw_torch",
+    "logging_steps": 10,
+    "save_steps": 500,
+    "save_total_limit": 2,
+    "resume": True,
+    "dataloader_num_workers": 0,
+    "report_to": None,
+}
+# `train` keys that are not SFTConfig fields: resume from the last checkpoint; warmup as a fraction of the steps.
+TRAIN_OWN: dict[str, type] = {"resume": bool, "warmup_ratio": float}
+# SFTConfig fields whose null means "decide from the hardware" in `train.sft_config`.
+TRAIN_AUTO = ("bf16", "gradient_checkpointing", "use_liger_kernel", "report_to")
+# SFTConfig fields that `train.sft_config` sets itself, and how: a profile may not set them.
+TRAIN_SET_BY_CODE = {
+    "output_dir": "the run's checkpoints folder",
+    "seed": "from the top-level seed",
+    "data_seed": "from the top-level seed",
+    "use_cpu": "from the hardware",
+    "warmup_steps": "from train.warmup_ratio",
+    "activation_checkpointing": "from train.gradient_checkpointing",
+    "activation_checkpointing_kwargs": "from train.gradient_checkpointing",
+    "gradient_checkpointing_kwargs": "from train.gradient_checkpointing",
+    "completion_only_loss": "always true: the loss counts the answer tokens only",
+    "fp16": "always false; see train.bf16",
+    "logging_first_step": "always true",
+    "save_strategy": "always steps",
+    "disable_tqdm": "always false",
+}
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+
 
 class ConfigError(ValueError):
     """A profile or override that cannot be used."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: `2e-3`, `1E5` and `+.5` are floats, not strings."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings that `_Loader` would read as numbers."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (profiles, overrides, a run's `config.yaml`) with YAML 1.2 numbers."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def dump_yaml(data: Any) -> str:
+    """Config YAML that `load_yaml` reads back to the same values."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 @dataclass
@@ -79,31 +153,11 @@ class DataConfig:
     released: str | None = None
 
 
-@dataclass
-class TrainConfig:
-    """Arguments that become TRL's `SFTConfig`; `None` means "decide from the hardware"."""
+class TrainConfig(SimpleNamespace):
+    """Arguments that become TRL's `SFTConfig`: `TRAIN_DEFAULTS` updated with the profile's `train` section."""
 
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    learning_rate: float = 2e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 8
-    max_length: int = 1024
-    packing: bool = False
-    bf16: bool | None = None
-    gradient_checkpointing: bool | None = None
-    use_liger_kernel: bool | None = None
-    optim: str = "adamw_torch"
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int = 2
-    resume: bool = True
-    dataloader_num_workers: int = 0
-    report_to: list[str] | None = None
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**TRAIN_DEFAULTS, **values})
 
 
 @dataclass
@@ -133,8 +187,10 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict, ready for YAML."""
-        return dataclasses.asdict(self)
+        """Plain nested dict, ready for YAML; `train` holds our defaults and what the profile set."""
+        data = dataclasses.asdict(self)
+        data["train"] = vars(data["train"])
+        return data
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -159,11 +215,11 @@ def available_profiles() -> list[str]:
 
 def load_profile(name_or_path: str | Path, overrides: dict[str, Any] | str | None = None) -> Profile:
     """Load a profile, following `extends:`, then apply `overrides` (checked like the file itself)."""
-    raw = _read_with_parents(profile_path(name_or_path), seen=())
     profile = Profile()
-    _apply(profile, raw_with_origin=raw)
+    for raw, origin in _read_with_parents(profile_path(name_or_path), seen=()):
+        _apply_mapping(profile, raw, origin, prefix="")
     if overrides:
-        _apply(profile, raw_with_origin=[(_nest(_parse_overrides(overrides)), "overrides")])
+        _apply_mapping(profile, _nest(_parse_overrides(overrides)), "overrides", prefix="")
     _validate(profile)
     return profile
 
@@ -172,14 +228,14 @@ def save_profile(profile: Profile, path: str | Path) -> None:
     """Write the resolved profile as YAML (atomically)."""
     from .io import write_text_atomic
 
-    write_text_atomic(path, yaml.safe_dump(profile.to_dict(), sort_keys=False))
+    write_text_atomic(path, dump_yaml(profile.to_dict()))
 
 
 def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> list[tuple[dict[str, Any], str]]:
     if path in seen:
         raise ConfigError(f"{path}: `extends` forms a cycle")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     if not isinstance(data, dict):
@@ -191,7 +247,7 @@ def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> list[tuple[dict[st
 
 def _parse_overrides(overrides: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(overrides, str):
-        parsed = yaml.safe_load(overrides) if overrides.strip() else {}
+        parsed = load_yaml(overrides) if overrides.strip() else {}
         if not isinstance(parsed, dict):
             raise ConfigError(f"overrides: expected a mapping, got {overrides!r}")
         return parsed
@@ -222,48 +278,74 @@ def parse_set_args(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value)
     return out
 
 
-def _apply(target: Any, raw_with_origin: list[tuple[dict[str, Any], str]]) -> None:
-    for raw, origin in raw_with_origin:
-        _apply_mapping(target, raw, origin, prefix="")
-
-
 def _apply_mapping(target: Any, raw: dict[str, Any], origin: str, prefix: str) -> None:
-    hints = typing.get_type_hints(type(target))
-    names = {f.name for f in dataclasses.fields(target)}
+    train = isinstance(target, TrainConfig)
+    hints = _train_hints() if train else typing.get_type_hints(type(target))
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{origin}: unknown key {dotted!r} (known here: {', '.join(sorted(names))})")
-        current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
+        if key not in hints:
+            raise ConfigError(f"{origin}: {_unknown(dotted, key, hints, train)}")
+        current = getattr(target, key, None)
+        if dataclasses.is_dataclass(current) or isinstance(current, TrainConfig):
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: {dotted!r} must be a mapping, got {value!r}")
             _apply_mapping(current, value, origin, prefix=f"{dotted}.")
         else:
-            setattr(target, key, _coerce(value, hints[key], dotted, origin))
+            setattr(target, key, _validated(value, hints[key], dotted, origin))
 
 
-def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
-    """Check `value` against a simple type hint (int, float, bool, str, list, dict, optional)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{origin}: {key!r} may not be null")
-    for option in options:
-        base = typing.get_origin(option) or option
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base in (bool, str, list, dict) and isinstance(value, base):
-            return value
-    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ConfigError(f"{origin}: {key!r} expects {expected}, got {value!r}")
+def _unknown(dotted: str, key: str, known: dict[str, Any], train: bool) -> str:
+    """Why `key` is refused: set by the code, or unknown (with the closest known keys)."""
+    if train and key in TRAIN_SET_BY_CODE:
+        return f"{dotted!r} is set by medtune ({TRAIN_SET_BY_CODE[key]}); remove it"
+    close = difflib.get_close_matches(key, known, n=3)
+    prefix = dotted[: -len(key)]
+    if close:
+        return f"unknown key {dotted!r}; did you mean {' or '.join(repr(prefix + c) for c in close)}?"
+    listing = f"{', '.join(TRAIN_OWN)} and any trl.SFTConfig field" if train else ", ".join(sorted(known))
+    return f"unknown key {dotted!r} (known here: {listing})"
+
+
+@functools.cache
+def _train_hints() -> dict[str, Any]:
+    """The type of each `train` key: SFTConfig's fields less those the code sets, and our own keys.
+
+    transformers types its `*_steps` fields as float (below 1 they are a ratio); a whole number of steps stays an int.
+    """
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    names = [f.name for f in dataclasses.fields(SFTConfig) if f.init and f.name not in TRAIN_SET_BY_CODE]
+    out = {name: int | hints[name] if name.endswith("_steps") else hints[name] for name in names}
+    return {**out, **{key: out[key] | None for key in TRAIN_AUTO}, **TRAIN_OWN}
+
+
+@functools.cache
+def _adapter(hint: Any) -> pydantic.TypeAdapter:
+    """A pydantic validator for `hint` (built once per hint)."""
+    return pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(arbitrary_types_allowed=True))
+
+
+def _validated(value: Any, hint: Any, key: str, origin: str) -> Any:
+    """`value` checked against `hint` in pydantic's strict mode.
+
+    An int passes for a float (and becomes one); a string never passes for a number, nor a number for a bool.
+    """
+    try:
+        return _adapter(hint).validate_python(value, strict=True)
+    except pydantic.ValidationError:
+        problem = "may not be null" if value is None else f"expects {_type_name(hint)}, got {value!r}"
+        raise ConfigError(f"{origin}: {key!r} {problem}") from None
+
+
+def _type_name(hint: Any) -> str:
+    """`float`, `list[str] | None`, `SchedulerType | str`: the hint without module paths."""
+    name = hint.__name__ if isinstance(hint, type) and not typing.get_args(hint) else str(hint)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(\w+)", r"\1", name).replace("NoneType", "None")
 
 
 def _validate(profile: Profile) -> None:
