@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -26,6 +25,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from .io import atomic_path
 from .paths import resolve
 
 DEFAULT_DEST = "data/raw"
@@ -226,17 +226,10 @@ def fetch(entry: RawFile, target: Path, mirror: str | None = None, progress: boo
     if target.is_file() and sha256_of(target) == entry.sha256:
         return target
     url = entry.url_from(mirror)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            actual = _stream(url, fh, f"{entry.source}/{entry.filename}", progress)
+    with atomic_path(target) as tmp, tmp.open("wb") as fh:
+        actual = _stream(url, fh, f"{entry.source}/{entry.filename}", progress)
         if actual != entry.sha256:
             raise ChecksumError(f"checksum mismatch for {url}: expected sha256 {entry.sha256}, got {actual}")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
