@@ -15,11 +15,12 @@ from pathlib import Path
 
 from _common import peak_rss_mib, real_data_dir
 
-from medtune_utils.assemble import assemble, save_assembly, token_stats
+from medtune_utils.assemble import assemble, token_stats
 from medtune_utils.config import load_profile
 from medtune_utils.modeling import build_tiny_tokenizer
 from medtune_utils.prompts import training_text
 from medtune_utils.records import MissingSourceError
+from medtune_utils.run import Run
 from medtune_utils.tasks import TASKS, task_names
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, tokenizer), on=["source", "split"])
     counted = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        save_assembly(assembly, out)
+        assembly.save_to(Run(out))
     saved = time.perf_counter()
 
     for notice in assembly.notices:

@@ -60,7 +60,7 @@ def main() -> None:
         original_seconds = time.perf_counter() - started
 
     ours_rate, original_rate = len(prompts) / ours_seconds, len(prompts) / original_seconds
-    words = sum(len(text.split()) for text in ours) / len(ours), sum(len(text.split()) for text in original) / len(original)
+    words = [sum(len(g.text.split()) for g in generations) / len(generations) for generations in (ours, original)]
     threads = torch.get_num_threads()
     print(f"{len(prompts)} NCBI-disease devel prompts, tiny Llama trained {args.train_steps} steps, {threads} threads")
     print(f"ours (greedy, batch {args.batch_size}, row budgets, stop at ###): {ours_seconds:7.1f} s, {ours_rate:7.2f} ex/s")

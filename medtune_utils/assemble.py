@@ -12,19 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict
 
 from .config import DataConfig, Profile
-from .io import atomic_dir, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from .paths import resolve
+from .paths import looks_like_hub_id, resolve
 from .prompts import build_prompt, training_text
 from .records import MissingSourceError, Record
-from .runinfo import record_step
+from .run import Run
 from .tasks import Task, get_task, match_source, task_names
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("instruction", "input", "output", "source", "task", "id")
+# The released dataset's four columns, then the task family, the row id, the document it belongs to (HoC: the PMID;
+# otherwise the row itself) and the source split it was read from (train, devel, test, heldout, ...).
+COLUMNS = ("instruction", "input", "output", "source", "task", "id", "group", "split")
 SPLITS = ("train", "validation")
 EVAL_SEED = 0  # validation rows and their instructions do not depend on the run seed: every run is scored alike
 
@@ -42,9 +43,13 @@ class Assembly:
     notices: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
+    def save_to(self, run: Run) -> Path:
+        """Write the dataset, its statistics and a manifest of notices and source files into the run's data folder."""
+        return run.save_data(self.dataset, self.stats, {"notices": self.notices, "source_files": self.files})
+
 
 def assemble(data: DataConfig, seed: int) -> Assembly:
-    """Build the instruction dataset described by `data` (no files written; see `save_assembly`)."""
+    """Build the instruction dataset described by `data` (no files written; see `Assembly.save_to`)."""
     data_dir = resolve(data.dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data directory not found: {data_dir}")
@@ -52,18 +57,17 @@ def assemble(data: DataConfig, seed: int) -> Assembly:
     files: dict[str, str] = {}
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
     read_counts: dict[tuple[str, str], int] = {}
-    source_split: dict[str, str] = {}
     if data.released:
-        _add_released(data, seed, rows, read_counts, source_split, files)
+        _add_released(data, seed, rows, read_counts, files)
     else:
         for task, folder in _available_tasks(data, data_dir, notices):
-            source_split[task.name] = task.resolve_split(data.eval_split)
             for split, requested in (("train", "train"), ("validation", data.eval_split)):
                 records = task.load(folder, requested)
                 read_counts[(task.name, split)] = len(records)
                 split_seed = seed if split == "train" else EVAL_SEED
                 chosen = _cap(records, _limit(data, split, task.name), split_seed, f"{task.name}/{split}")
-                rows[split].extend(to_row(task, record, split_seed) for record in chosen)
+                read = task.resolve_split(requested)
+                rows[split].extend(to_row(task, record, split_seed, read) for record in chosen)
             files.update(_hash_folder(folder))
     if not rows["train"]:
         raise ValueError(f"no training rows: no usable source in {data_dir} (notices: {' | '.join(notices) or 'none'})")
@@ -71,12 +75,12 @@ def assemble(data: DataConfig, seed: int) -> Assembly:
     leaked = _check_leakage(rows, data.leakage)
     random.Random(seed).shuffle(rows["train"])
     dataset = DatasetDict({split: Dataset.from_list(rows[split], features=None) if rows[split] else _empty() for split in SPLITS})
-    stats = _stats(rows, read_counts, duplicates, leaked, source_split)
+    stats = _stats(rows, read_counts, duplicates, leaked)
     return Assembly(dataset, stats, notices, files)
 
 
-def to_row(task: Task, record: Record, seed: int) -> dict[str, str]:
-    """One instruction row; the paraphrase is chosen by a hash of the seed and the record id."""
+def to_row(task: Task, record: Record, seed: int, split: str) -> dict[str, str]:
+    """One instruction row read from source split `split`; the paraphrase is chosen by a hash of the seed and the id."""
     choice = random.Random(f"{seed}|{record.id}").randrange(1 << 30)
     input_text, output = task.to_example(record)
     return {
@@ -86,6 +90,8 @@ def to_row(task: Task, record: Record, seed: int) -> dict[str, str]:
         "source": task.name,
         "task": task.family,
         "id": record.id,
+        "group": getattr(record, "group", None) or record.id,
+        "split": split,
     }
 
 
@@ -98,29 +104,10 @@ def run_assembly(profile: Profile, run_dir: str | Path, tokenizer: str | None = 
     stats_tokenizer = tokenizer_for_stats(profile, texts, tokenizer)
     if stats_tokenizer is not None:
         assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, stats_tokenizer), on=["source", "split"])
-    save_assembly(assembly, resolve(run_dir) / "data")
-    record_step(run_dir, "assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
+    run = Run(run_dir)
+    assembly.save_to(run)
+    run.record_step("assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
     return assembly
-
-
-def save_assembly(assembly: Assembly, out_dir: str | Path) -> Path:
-    """Write Arrow (`save_to_disk`), JSONL exports, `stats.csv` and `manifest.json` into `out_dir`, atomically."""
-    out_dir = resolve(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        assembly.dataset.save_to_disk(str(tmp))
-        for split in SPLITS:
-            write_jsonl_atomic(tmp / f"{split}.jsonl", assembly.dataset[split].to_list())
-        write_text_atomic(tmp / "stats.csv", assembly.stats.to_csv(index=False))
-        write_json_atomic(tmp / "manifest.json", {"notices": assembly.notices, "source_files": assembly.files})
-    return out_dir
-
-
-def load_assembly(out_dir: str | Path) -> DatasetDict:
-    """Load a saved instruction dataset, with a clear error when 01 has not been run."""
-    out_dir = resolve(out_dir)
-    if not (out_dir / "dataset_dict.json").is_file():
-        raise FileNotFoundError(f"no instruction dataset in {out_dir}: run notebooks/01_assemble_instructions.ipynb first")
-    return load_from_disk(str(out_dir))
 
 
 def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) -> pd.DataFrame:
@@ -212,7 +199,6 @@ def _stats(
     read_counts: dict[tuple[str, str], int],
     duplicates: Counter,
     leaked: Counter,
-    source_split: dict[str, str],
 ) -> pd.DataFrame:
     records = []
     for split in SPLITS:
@@ -225,7 +211,7 @@ def _stats(
                     "source": source,
                     "task": group[0]["task"],
                     "split": split,
-                    "source_split": "train" if split == "train" else source_split.get(source, "validation"),
+                    "source_split": "/".join(sorted({r["split"] for r in group})),
                     "rows": len(group),
                     "rows_read": read_counts.get((source, split), len(group)),
                     "duplicates_removed": duplicates.get(source, 0) if split == "train" else 0,
@@ -242,13 +228,12 @@ def _add_released(
     seed: int,
     rows: dict[str, list[dict[str, Any]]],
     read_counts: dict[tuple[str, str], int],
-    source_split: dict[str, str],
     files: dict[str, str],
 ) -> None:
     """Rows from the released parquet (a local folder of `train-*.parquet` / `validation-*.parquet`, or the hub)."""
     from .sources import read_released
 
-    location = resolve(data.released) if not _looks_like_hub_id(data.released) else None
+    location = None if looks_like_hub_id(data.released) else resolve(data.released)
     for split in SPLITS:
         if location is not None:
             paths = sorted(location.rglob(f"{split}-*.parquet"))
@@ -264,7 +249,6 @@ def _add_released(
         for source, group in sorted(grouped.items()):
             read_counts[(source, split)] = len(group)
             family = get_task(source).family if source in task_names() else "qa"
-            source_split[source] = "released-validation"
             split_seed = seed if split == "train" else EVAL_SEED
             for record in _cap(group, _limit(data, split, source), split_seed, f"released/{source}/{split}"):
                 rows[split].append(
@@ -275,6 +259,8 @@ def _add_released(
                         "source": source,
                         "task": family,
                         "id": record.id,
+                        "group": record.id,
+                        "split": "train" if split == "train" else "released-validation",
                     }
                 )
 
@@ -294,10 +280,6 @@ def _released_from_hub(repo_id: str, split: str) -> list[Record]:
         InstructionRecord(f"released/{split}/{i}", r["instruction"], r["input"], r["output"], r["source"])
         for i, r in enumerate(ds)
     ]
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    return value.count("/") == 1 and not resolve(value).exists() and not value.startswith((".", "/"))
 
 
 def _hash_folder(folder: Path) -> dict[str, str]:

@@ -14,21 +14,17 @@ import numpy as np
 from datasets import Dataset
 
 from . import modeling
-from .assemble import load_assembly
 from .config import Profile
-from .generation import generate, generate_vllm, token_budgets, vllm_available
-from .io import read_jsonl, write_json_atomic, write_jsonl_atomic
-from .metrics import bootstrap_interval, paired_bootstrap, row_statistic, score_task
-from .paths import resolve
-from .prompts import build_prompt
-from .runinfo import check_upstream, record_step
+from .generation import Generation, generate, generate_vllm, token_budgets, vllm_available
+from .metrics import bootstrap_interval, paired_bootstrap, row_statistic
+from .paths import looks_like_hub_id, resolve
+from .prompts import TEMPLATE, build_prompt
+from .run import Run
 from .tasks import TASKS, Task, get_task
 from .tasks.ner import NerTask
 
 log = logging.getLogger(__name__)
 
-SCORES = "scores.json"
-PREDICTIONS = "predictions"
 BUDGET_REFERENCE_ROWS = 1000
 
 
@@ -40,25 +36,17 @@ class ModelSpec:
     location: str
 
 
-def model_specs(profile: Profile, run_dir: Path, models: list[str] | None = None) -> list[ModelSpec]:
+def model_specs(profile: Profile, run: Run, models: list[str] | None = None) -> list[ModelSpec]:
     """Resolve `base`, `tuned` or a path/hub id into named locations."""
-    specs = []
-    for item in models if models is not None else profile.eval.models:
-        if item == "base":
-            location = str(run_dir / "base-model") if modeling.is_tiny(profile.model.base) else profile.model.base
-        elif item == "tuned":
-            location = str(run_dir / "model")
-        else:
-            location = item
-        specs.append(ModelSpec(_safe_name(item), location))
-    return specs
+    names = models if models is not None else profile.eval.models
+    return [ModelSpec(_safe_name(item), run.model_location(item, profile.model.base)) for item in names]
 
 
 def check_locations(specs: list[ModelSpec]) -> None:
     """Fail before any generation when a model given as a path (not a hub id) does not exist."""
     for spec in specs:
         location = spec.location
-        if resolve(location).exists() or _looks_like_hub_id(location):
+        if resolve(location).exists() or looks_like_hub_id(location):
             continue
         hint = " (run notebooks/02_finetune.ipynb first)" if spec.name in {"base", "tuned"} else ""
         raise FileNotFoundError(f"model {spec.name!r}: no such folder {resolve(location)}{hint}")
@@ -105,14 +93,14 @@ def budget_reference(train: Dataset, sources: set[str], per_source: int = BUDGET
 
 
 def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Generate with each model on the same rows, parse, score, and write predictions and `scores.json`."""
-    run_dir = resolve(run_dir)
-    check_upstream(run_dir, "evaluate", profile)
-    data = load_assembly(run_dir / "data")
+    """Generate with each model on the same rows, parse, score; replace each model's predictions and the scores."""
+    run = Run(run_dir)
+    run.check_upstream("evaluate", profile)
+    data = run.dataset()
     rows = select_rows(data["validation"], profile)
     if not rows:
-        raise ValueError(f"nothing to evaluate in {run_dir / 'data'}: no validation rows of a registered source")
-    specs = model_specs(profile, run_dir, models)
+        raise ValueError(f"nothing to evaluate in {run.data_dir}: no validation rows of a registered source")
+    specs = model_specs(profile, run, models)
     check_locations(specs)
     tasks = {source: get_task(source, profile.data.ner_format) for source in {r["source"] for r in rows}}
     prompts = [build_prompt(r["instruction"], r["input"]) for r in rows]
@@ -120,37 +108,71 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
     results: dict[str, dict[str, Any]] = {}
     row_stats: dict[str, dict[str, np.ndarray]] = {}
     for spec in specs:
-        generations = _generate_with(spec, profile, rows, reference, prompts, tasks, progress)
-        predictions = _parse_all(rows, prompts, generations, tasks)
-        _write_predictions(run_dir / PREDICTIONS / spec.name, predictions)
-        results[spec.name], row_stats[spec.name] = score_predictions(
-            predictions, tasks, profile.eval.bootstrap_samples, profile.seed
-        )
+        budgets, generations = _generate_with(spec, profile, rows, reference, prompts, tasks, progress)
+        records = prediction_records(spec.name, rows, prompts, budgets, generations, tasks)
+        run.write_predictions(spec.name, records)
+        results[spec.name], row_stats[spec.name] = score_predictions(records, tasks, profile.eval.bootstrap_samples, profile.seed)
     scores = {
-        "run": run_dir.name,
+        "run": run.name,
         "profile": profile.name,
         "eval_split": profile.data.eval_split,
-        "source_splits": _source_splits(run_dir),
+        "source_splits": {row["source"]: row["split"] for row in rows},
         "models": results,
         "comparisons": _compare(row_stats, profile.eval.bootstrap_samples, profile.seed),
     }
-    write_json_atomic(run_dir / SCORES, scores)
-    record_step(run_dir, "evaluate", profile, {"models": [s.name for s in specs]})
+    run.write_scores(scores)
+    run.record_step("evaluate", profile, {"models": [s.name for s in specs]})
     return scores
 
 
+def prediction_records(
+    model: str,
+    rows: list[dict[str, Any]],
+    prompts: list[str],
+    budgets: list[int],
+    generations: list[Generation],
+    tasks: dict[str, Task],
+) -> list[dict[str, Any]]:
+    """One record per row: what was asked, what the model wrote, what it means, and the gold answer."""
+    records = []
+    for row, prompt, budget, generation in zip(rows, prompts, budgets, generations):
+        task = tasks[row["source"]]
+        parsed = task.parse(generation.text, row["input"])
+        records.append(
+            {
+                "id": row["id"],
+                "source": row["source"],
+                "task": row["task"],
+                "group": row["group"],
+                "input": row["input"],
+                "prompt": prompt,
+                "generation": generation.text,
+                "prediction": parsed.value,
+                "gold": task.gold(row["output"], row["input"]),
+                "well_formed": parsed.well_formed,
+                "budget": budget,
+                "hit_budget": generation.hit_budget,
+                "template": TEMPLATE,
+                "model": model,
+            }
+        )
+    return records
+
+
 def score_predictions(
-    predictions: dict[str, list[dict[str, Any]]], tasks: dict[str, Task], samples: int, seed: int
+    records: list[dict[str, Any]], tasks: dict[str, Task], samples: int, seed: int
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per source: metric values, n, malformed rate and bootstrap intervals; also the headline's per-row statistics."""
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_source[record["source"]].append(record)
     scores: dict[str, Any] = {}
     headline_rows: dict[str, np.ndarray] = {}
-    for source, preds in sorted(predictions.items()):
+    for source, preds in sorted(by_source.items()):
         task = tasks[source]
         gold = [_as_value(p["gold"]) for p in preds]
         pred = [_as_value(p["prediction"]) for p in preds]
-        groups = [p["id"].rsplit("/", 1)[-1].rsplit("_", 1)[0] for p in preds]
-        metrics, per_row = score_task(task, gold, pred, groups)
+        metrics, per_row = task.score(gold, pred, [p["group"] for p in preds])
         intervals = {name: bootstrap_interval(row_statistic(stats), len(preds), samples, seed) for name, stats in per_row.items()}
         headline = metrics["headline"]
         scores[source] = {
@@ -168,21 +190,6 @@ def score_predictions(
     return scores, headline_rows
 
 
-def load_scores(run_dir: str | Path) -> dict[str, Any]:
-    """A run's `scores.json`."""
-    import json
-
-    path = resolve(run_dir) / SCORES
-    if not path.is_file():
-        raise FileNotFoundError(f"no {SCORES} in {resolve(run_dir)}: run notebooks/03_evaluate.ipynb first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def load_predictions(run_dir: str | Path, model: str, source: str) -> list[dict[str, Any]]:
-    """The prediction records of one model on one source."""
-    return list(read_jsonl(resolve(run_dir) / PREDICTIONS / model / f"{source}.jsonl"))
-
-
 def _generate_with(
     spec: ModelSpec,
     profile: Profile,
@@ -191,22 +198,22 @@ def _generate_with(
     prompts: list[str],
     tasks: dict[str, Task],
     progress: bool,
-) -> list[str]:
+) -> tuple[list[int], list[Generation]]:
     tokenizer = modeling.load_tokenizer(spec.location, padding_side="left")
     budgets = token_budgets(rows, reference, tokenizer, tasks, profile.eval.max_new_tokens_cap)
     if profile.eval.backend == "vllm":
         if not vllm_available():
             raise RuntimeError("eval.backend is vllm but vllm is not installed: pip install -e '.[gpu]' or use backend hf")
-        return generate_vllm(spec.location, prompts, budgets)
+        return budgets, generate_vllm(spec.location, prompts, budgets)
     model = _load_for_eval(spec.location, profile)
-    return generate(model, tokenizer, prompts, budgets, profile.eval.batch_size, progress=progress, desc=f"{spec.name}")
+    return budgets, generate(model, tokenizer, prompts, budgets, profile.eval.batch_size, progress=progress, desc=spec.name)
 
 
 def _load_for_eval(location: str, profile: Profile) -> Any:
     """Full weights, or a base model with LoRA adapters when the folder holds `adapter_config.json`."""
     import torch
 
-    if (resolve(location) / "adapter_config.json").is_file():
+    if modeling.is_adapter(location):
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(
@@ -215,31 +222,6 @@ def _load_for_eval(location: str, profile: Profile) -> Any:
     else:
         model = modeling.load_model(location, profile.model)
     return model.to("cuda") if torch.cuda.is_available() and model.device.type == "cpu" else model
-
-
-def _parse_all(
-    rows: list[dict[str, Any]], prompts: list[str], generations: list[str], tasks: dict[str, Task]
-) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row, prompt, generation in zip(rows, prompts, generations):
-        task = tasks[row["source"]]
-        parsed = task.parse(generation, row["input"])
-        out[row["source"]].append(
-            {
-                "id": row["id"],
-                "prompt": prompt,
-                "generation": generation,
-                "prediction": parsed.value,
-                "gold": task.gold(row["output"], row["input"]),
-                "well_formed": parsed.well_formed,
-            }
-        )
-    return out
-
-
-def _write_predictions(folder: Path, predictions: dict[str, list[dict[str, Any]]]) -> None:
-    for source, records in predictions.items():
-        write_jsonl_atomic(folder / f"{source}.jsonl", records)
 
 
 def _compare(row_stats: dict[str, dict[str, np.ndarray]], samples: int, seed: int) -> list[dict[str, Any]]:
@@ -256,24 +238,9 @@ def _compare(row_stats: dict[str, dict[str, np.ndarray]], samples: int, seed: in
     return comparisons
 
 
-def _source_splits(run_dir: Path) -> dict[str, str]:
-    import pandas as pd
-
-    stats_path = run_dir / "data" / "stats.csv"
-    if not stats_path.is_file():
-        return {}
-    stats = pd.read_csv(stats_path)
-    return dict(zip(stats.loc[stats.split == "validation", "source"], stats.loc[stats.split == "validation", "source_split"]))
-
-
 def _as_value(value: Any) -> Any:
     """JSON turns tuples into lists; metrics want hashable tuples back."""
     return tuple(value) if isinstance(value, list) else value
-
-
-def _looks_like_hub_id(location: str) -> bool:
-    """`name` or `owner/name`; anything absolute, relative (`./`, `../`, `~`) or deeper is a path."""
-    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", location) is not None and not location.startswith(".")
 
 
 def _safe_name(name: str) -> str:

@@ -9,6 +9,7 @@ import importlib.util
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +21,14 @@ from .tasks import Task
 from .tasks.ner import NerTask
 
 STOP_STRINGS = ("###",)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A continuation: its text (cut before any stop string), and whether it ran out of budget instead of stopping."""
+
+    text: str
+    hit_budget: bool
 
 
 def token_budgets(
@@ -68,11 +77,12 @@ def generate(
     stop_strings: Sequence[str] | None = STOP_STRINGS,
     progress: bool = True,
     desc: str = "generating",
-) -> list[str]:
+) -> list[Generation]:
     """Greedy (or beam) continuations of `prompts`, in input order, each cut before its first stop string.
 
     Prompts are sorted by length so that each batch pads little; each row is cut to its own budget, so
     the result does not depend on the batch size. Like vLLM, the stop string itself is not returned.
+    A row hit its budget when it used every token of it without an eos or a stop string.
     """
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts):
@@ -80,7 +90,7 @@ def generate(
     stops = list(stop_strings or ())
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), -budgets[i]))
-    outputs: list[str] = [""] * len(prompts)
+    by_index: dict[int, Generation] = {}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -104,25 +114,26 @@ def generate(
                 )
                 new_tokens = generated[:, padded["input_ids"].shape[1] :]
                 for row, i in enumerate(batch):
-                    outputs[i] = _cut_at_stop(_decode(tokenizer, new_tokens[row, : budgets[i]]), stops)
+                    by_index[i] = _finish(tokenizer, new_tokens[row, : budgets[i]].tolist(), budgets[i], stops)
                 bar.update(len(batch))
     finally:
         model.train(was_training)
-    return outputs
+    return [by_index[i] for i in range(len(prompts))]
 
 
-def _decode(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> str:
-    """Decode up to the first eos (later tokens are padding or another row's budget)."""
-    ids = ids.tolist()
-    if tokenizer.eos_token_id in ids:
+def _finish(tokenizer: PreTrainedTokenizerBase, ids: list[int], budget: int, stops: Sequence[str]) -> Generation:
+    """Decode up to the first eos (later tokens are padding or another row's budget), then cut at the first stop string.
+
+    Hugging Face keeps the matched stop string; like vLLM, it is dropped here.
+    """
+    ended = tokenizer.eos_token_id in ids
+    if ended:
         ids = ids[: ids.index(tokenizer.eos_token_id)]
-    return tokenizer.decode(ids, skip_special_tokens=True)
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """`text` up to its first stop string (Hugging Face keeps the matched stop string; vLLM does not)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=None)
+    if cut is not None:
+        text = text[:cut]
+    return Generation(text, hit_budget=not ended and cut is None and len(ids) >= budget)
 
 
 def vllm_available() -> bool:
@@ -130,10 +141,13 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def generate_vllm(model_path: str, prompts: Sequence[str], max_new_tokens: Sequence[int], **engine_args: Any) -> list[str]:
+def generate_vllm(model_path: str, prompts: Sequence[str], max_new_tokens: Sequence[int], **engine_args: Any) -> list[Generation]:
     """Greedy continuations with vLLM (continuous batching); needs merged weights, not LoRA adapters."""
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=model_path, **engine_args)
     params = [SamplingParams(temperature=0.0, max_tokens=n, stop=list(STOP_STRINGS)) for n in max_new_tokens]
-    return [out.outputs[0].text for out in llm.generate(list(prompts), params)]
+    return [
+        Generation(c.text, hit_budget=c.finish_reason == "length")
+        for c in (out.outputs[0] for out in llm.generate(list(prompts), params))
+    ]

@@ -1,7 +1,8 @@
 """Per-task metrics (seqeval, scikit-learn, rouge-score) with bootstrap confidence intervals.
 
 Every scorer takes gold and predicted values in the task's own form (tag tuples, labels, label sets,
-texts) and returns a flat dict of metric values plus `headline`, the metric reported in tables.
+texts) and returns a flat dict of metric values plus `headline`, the metric reported in tables. Each task
+(`medtune_utils.tasks`) picks its scorers in `Task.compute_metrics`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def score_single_label(
         out.update({"precision": float(p[0]), "recall": float(r[0]), "f1": float(f[0]), "headline": "f1"})
     if negatives:
         out["micro_f1_positive"] = float(
-            f1_score(y_true, y_pred, labels=_without(labels, negatives), average="micro", zero_division=0)
+            f1_score(y_true, y_pred, labels=without(labels, negatives), average="micro", zero_division=0)
         )
         out["headline"] = "micro_f1"
     out["per_label_f1"] = dict(
@@ -144,7 +145,8 @@ def score_text(gold: Sequence[str], pred: Sequence[str | None]) -> dict[str, Any
     return {"rouge_l": float(rouge_l(gold, pred).mean()) if gold else 0.0, "headline": "rouge_l"}
 
 
-def _without(labels: Sequence[str], negatives: Sequence[str]) -> list[str]:
+def without(labels: Sequence[str], negatives: Sequence[str]) -> list[str]:
+    """`labels` less `negatives`, in order."""
     return [label for label in labels if label not in negatives]
 
 
@@ -218,36 +220,3 @@ def paired_bootstrap(
         "high": float(np.quantile(deltas, 0.975)),
         "p_value": float(min(1.0, 2 * p_one)),
     }
-
-
-def score_task(
-    task: Any, gold: Sequence[Any], pred: Sequence[Any], groups: Sequence[str]
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Score one source with its task's metrics.
-
-    Also returns, for the headline metric and its main companions, the per-row statistics that
-    `row_statistic` turns back into the metric, so intervals and paired tests resample rows.
-    """
-    from .tasks.classification import LabelTask, MultiLabelTask
-    from .tasks.ner import NerTask
-
-    if not len(gold) == len(pred) == len(groups):
-        counts = f"{len(gold)} gold values, {len(pred)} predictions and {len(groups)} groups"
-        raise ValueError(f"{task.name}: {counts}; expected equal counts")
-    if isinstance(task, NerTask):
-        pred = [p if p is not None else ("O",) * len(g) for g, p in zip(gold, pred)]
-        rows = {"f1_strict": ner_counts(gold, pred, strict=True), "f1_lenient": ner_counts(gold, pred, strict=False)}
-        return score_ner(gold, pred), rows
-    if isinstance(task, MultiLabelTask):
-        pred = [p if p is not None else () for p in pred]
-        return score_multi_label(gold, pred, task.labels, groups), {"micro_f1": set_counts(gold, pred)}
-    if isinstance(task, LabelTask):
-        metrics = score_single_label(gold, pred, task.labels, task.positive_label, task.negative_labels)
-        rows = {"accuracy": np.array([g == p for g, p in zip(gold, pred)], dtype=float)}
-        if task.positive_label is not None:
-            rows["f1"] = label_counts(gold, pred, [task.positive_label])
-        if task.negative_labels:
-            rows["micro_f1"] = label_counts(gold, pred, task.labels, unparsed_counts=True)
-            rows["micro_f1_positive"] = label_counts(gold, pred, _without(task.labels, task.negative_labels))
-        return metrics, rows
-    return score_text(gold, pred), {"rouge_l": rouge_l(gold, pred)}

@@ -61,6 +61,16 @@ def is_tiny(base: str) -> bool:
     return base == TINY
 
 
+def is_saved_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a saved Hugging Face model (its `config.json`)."""
+    return (resolve(folder) / "config.json").is_file()
+
+
+def is_adapter(location: str | Path) -> bool:
+    """Whether `location` is a folder of PEFT adapters (LoRA/QLoRA runs save only those) rather than full weights."""
+    return (resolve(location) / "adapter_config.json").is_file()
+
+
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `texts`, with `<s>` prepended and distinct pad/eos tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ROOT_ENV = "MEDTUNE_ROOT"
@@ -33,3 +34,13 @@ def shared_data_dir() -> Path:
     if env := os.environ.get("MEDTUNE_SHARED_DATA"):
         return Path(env).resolve()
     return (repo_root().parent / "shared" / "data").resolve()
+
+
+def looks_like_hub_id(location: str) -> bool:
+    """Whether `location` names a hub repository (`name` or `owner/name`) rather than a local path.
+
+    An existing local path, or anything absolute, relative (`./`, `../`, `~`) or deeper than `owner/name`, is a path.
+    """
+    if location.startswith((".", "~", "/")) or resolve(location).exists():
+        return False
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", location) is not None

@@ -1,7 +1,7 @@
 """Run the four notebooks in order with papermill: `python -m medtune_utils.pipeline --profile tiny`.
 
-Executed notebooks are kept in `<run_dir>/notebooks/`. A failing notebook stops the pipeline with a
-non-zero exit and the failing cell's error.
+Notebook 01 takes the profile; the later ones read it from the run folder. Executed notebooks are kept in the
+run folder. A failing notebook stops the pipeline with a non-zero exit and the failing cell's error.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import ConfigError, load_profile, parse_set_args
 from .paths import repo_root, resolve
+from .run import Run
 
 NOTEBOOKS = ("01_assemble_instructions", "02_finetune", "03_evaluate", "04_figures_and_tables")
 
@@ -33,6 +34,7 @@ def run_pipeline(
 ) -> Path:
     """Execute `notebooks` with the same parameters; return the run folder. Settings are checked before any work."""
     import papermill as pm
+    from traitlets.config import Config
 
     overrides = dict(overrides or {})
     if data_dir is not None:
@@ -43,12 +45,12 @@ def run_pipeline(
     if not resolve(resolved.data.dir).is_dir():
         raise FileNotFoundError(f"data directory not found: {resolve(resolved.data.dir)} (profile {resolved.name}, data.dir)")
     run_dir = run_dir or f"results/{resolved.name}"
-    out_dir = resolve(run_dir) / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(run_dir)
+    run.notebooks_dir.mkdir(parents=True, exist_ok=True)
     values = {"profile": profile, "run_dir": run_dir, "overrides": overrides}
     for number, name in enumerate(notebooks, start=1):
         source = repo_root() / "notebooks" / f"{name}.ipynb"
-        target = out_dir / f"{name}.ipynb"
+        target = run.executed_notebook(name)
         declared = pm.inspect_notebook(str(source))
         parameters = {key: value for key, value in values.items() if key in declared}
         print(f"[{number}/{len(notebooks)}] {name} ...", flush=True)
@@ -61,13 +63,15 @@ def run_pipeline(
                 kernel_name="python3",
                 progress_bar=progress,
                 cwd=str(repo_root()),
+                # CurveZMQ keys for the kernel's sockets (ipykernel supports them): no plain-text TCP, and no warning about it
+                config=Config(KernelManager={"transport_encryption": "auto"}),
             )
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(
                 f"{name} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue} (executed notebook: {target})"
             ) from None
         print(f"[{number}/{len(notebooks)}] {name} done in {time.perf_counter() - started:.1f} s", flush=True)
-    return resolve(run_dir)
+    return run.dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,15 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, NotebookFailed, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    figures = run_dir / "figures"
-    if (run_dir / "scores.json").is_file():
-        print(f"scores:  {run_dir / 'scores.json'}")
-    if (figures / "results.png").is_file():
-        others = len(list(figures.glob("*.png"))) - 1
-        print(f"figure:  {figures / 'results.png'} (and {others} more PNG/PDF pairs in {figures})")
-        print(f"table:   {figures / 'main_results.md'} (also .tex and .csv)")
-    print(f"notebooks executed: {run_dir / 'notebooks'}")
+    print_outputs(Run(run_dir))
     return 0
+
+
+def print_outputs(run: Run) -> None:
+    """Say where the scores, figures, tables and executed notebooks of a run are."""
+    if run.has_scores():
+        print(f"scores:  {run.scores_path}")
+    figures = sorted(run.figures_dir.glob("*.png"))
+    tables = sorted(run.figures_dir.glob("*.md"))
+    if figures:
+        print(f"figures: {len(figures)} PNG/PDF pairs in {run.figures_dir}: {', '.join(p.stem for p in figures)}")
+    if tables:
+        print(f"tables:  {len(tables)} in {run.figures_dir} (Markdown, LaTeX, CSV): {', '.join(p.stem for p in tables)}")
+    print(f"notebooks executed: {run.notebooks_dir}")
 
 
 def select_notebooks(numbers: Sequence[str] | None) -> tuple[str, ...]:

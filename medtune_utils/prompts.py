@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+TEMPLATE = "medtune"  # the template's name, recorded with every prediction
 PREAMBLE_WITH_INPUT = (
     "The instruction below describes a task and the input gives the text to work on. Write the response that completes the task."
 )

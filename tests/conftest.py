@@ -1,4 +1,4 @@
-"""Shared fixtures: the public datasets in ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures: the public datasets in ../shared/data (skipped with a reason when absent), data/sample, a tiny run."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def shared_data() -> Path:
 def sample_dir() -> Path:
     """The committed hand-written examples in data/sample/."""
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def train_data_dir() -> Path:
+    """The public datasets when present, else data/sample: tests that train run on whatever data a checkout has."""
+    path = shared_data_dir()
+    return path if path.is_dir() else SAMPLE_DIR
+
+
+def pytest_report_header() -> str:
+    """Say which data the data-dependent tests use."""
+    path = shared_data_dir()
+    if path.is_dir():
+        return f"public datasets: {path}"
+    return f"public datasets: none at {path}; tests needing them skip, training tests use {SAMPLE_DIR}"
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medtune_utils.assemble import COLUMNS, LeakageError, assemble, load_assembly, run_assembly, save_assembly
+from medtune_utils.assemble import COLUMNS, LeakageError, assemble, run_assembly
 from medtune_utils.config import DataConfig, load_profile
 from medtune_utils.records import MissingSourceError
+from medtune_utils.run import Run
 from medtune_utils.tasks import get_task
 
 TRAIN = {
@@ -40,6 +41,7 @@ def _counts(stats, split: str) -> dict[str, int]:
     return dict(zip(part.source, part.rows))
 
 
+@pytest.mark.slow
 def test_train_counts_are_the_official_ones(full) -> None:
     counts = _counts(full.stats, "train")
     for source, expected in TRAIN.items():
@@ -48,6 +50,7 @@ def test_train_counts_are_the_official_ones(full) -> None:
     assert counts["ChatDoctor"] == 5452 - 273  # no official split: 5% held out, seeded
 
 
+@pytest.mark.slow
 def test_devel_counts_and_gad_falls_back_to_test(full) -> None:
     counts = _counts(full.stats, "validation")
     for source, expected in DEVEL.items():
@@ -57,6 +60,20 @@ def test_devel_counts_and_gad_falls_back_to_test(full) -> None:
     assert splits["GAD"] == "test"  # GAD has no devel split; the table says which split was read
 
 
+@pytest.mark.slow
+def test_rows_carry_the_split_they_were_read_from_and_their_document(full) -> None:
+    validation = full.dataset["validation"].to_pandas()
+    read = validation.groupby("source").split.unique().map(list).to_dict()
+    assert read["GAD"] == ["test"] and read["NCBI-disease"] == ["devel"] and read["ChatDoctor"] == ["heldout"]
+    assert set(full.dataset["train"]["split"]) == {"train"}
+    hoc = validation[validation.source == "HoC"]
+    assert (hoc.group == hoc.id.str.rsplit("/", n=1).str[-1].str.rsplit("_", n=1).str[0]).all()  # the PMID
+    assert hoc.group.nunique() < len(hoc)  # several sentences per abstract
+    others = validation[validation.source != "HoC"]
+    assert (others.group == others.id).all()
+
+
+@pytest.mark.slow
 def test_test_split_counts(shared_data: Path) -> None:
     sources = [s for s in TEST if s != "GAD"] + ["GAD", "PubMedQA"]
     assembly = assemble(DataConfig(dir=str(shared_data), sources=sources, eval_split="test", train_rows={"default": 10}), 0)
@@ -66,6 +83,7 @@ def test_test_split_counts(shared_data: Path) -> None:
     assert set(assembly.stats.loc[assembly.stats.split == "validation", "source_split"]) == {"test"}
 
 
+@pytest.mark.slow
 def test_rows_have_the_released_columns_and_one_family_each(full) -> None:
     assert tuple(full.dataset["train"].column_names) == COLUMNS
     families = dict(zip(full.stats.source, full.stats.task))
@@ -77,6 +95,7 @@ def test_rows_have_the_released_columns_and_one_family_each(full) -> None:
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_absent_credentialed_and_hub_sources_are_skipped_with_a_notice(full) -> None:
     text = " ".join(full.notices)
     for name in ("MedNLI", "i2b2-2010", "i2b2-2012", "PMC-LLaMA"):
@@ -116,20 +135,22 @@ def _digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_data_and_another_seed_changes_instructions(shared_data: Path, tmp_path: Path) -> None:
     config = DataConfig(dir=str(shared_data), sources=SMALL)
-    first = save_assembly(assemble(config, 7), tmp_path / "a")
-    second = save_assembly(assemble(config, 7), tmp_path / "b")
+    first = assemble(config, 7).save_to(Run(tmp_path / "a"))
+    second = assemble(config, 7).save_to(Run(tmp_path / "b"))
     assert _digest(first) == _digest(second)
     other = assemble(config, 8)
-    original = {r["id"]: r["instruction"] for r in load_assembly(first)["train"]}
+    original = {r["id"]: r["instruction"] for r in Run(tmp_path / "a").dataset()["train"]}
     changed = sum(original[r["id"]] != r["instruction"] for r in other.dataset["train"])
     assert changed > 0.5 * len(original)  # five or more paraphrases: most rows pick another one
-    assert _digest(save_assembly(other, tmp_path / "c")) != _digest(first)
-    same_rows = sorted(list(load_assembly(first)["validation"]["id"]))
+    assert _digest(other.save_to(Run(tmp_path / "c"))) != _digest(first)
+    same_rows = sorted(list(Run(tmp_path / "a").dataset()["validation"]["id"]))
     assert sorted(list(other.dataset["validation"]["id"])) == same_rows  # the evaluation rows never depend on the seed
 
 
+@pytest.mark.slow
 def test_every_paraphrase_is_used(full) -> None:
     for source in ("NCBI-disease", "GAD", "HoC"):
         used = {r["instruction"] for r in full.dataset["train"] if r["source"] == source}
@@ -194,7 +215,7 @@ def test_run_assembly_writes_everything(sample_dir: Path, tmp_path: Path) -> Non
     assert {"prompt_tokens", "completion_tokens", "prompt_chars", "completion_chars"} <= set(stats.columns)
     assert (stats.prompt_tokens > stats.completion_tokens).all()
     exported = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
-    assert exported == load_assembly(data)["train"].to_list()
+    assert exported == Run(tmp_path).dataset()["train"].to_list()
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["steps"]["assemble"]["source_files"] and env["seed"] == 42 and "torch" in env["packages"]
     assert set(stats.source) == {p.name for p in sample_dir.iterdir() if p.is_dir()} - {"ChatDoctor"} | {"ChatDoctor"}

@@ -14,15 +14,16 @@ import torch
 from datasets import Dataset
 
 from medtune_utils import modeling
-from medtune_utils.assemble import load_assembly, run_assembly
+from medtune_utils.assemble import run_assembly
 from medtune_utils.config import Profile, load_profile
-from medtune_utils.evaluate import ModelSpec, check_locations, evaluate, load_predictions, load_scores, select_rows
-from medtune_utils.prompts import training_text
+from medtune_utils.evaluate import ModelSpec, check_locations, evaluate, select_rows
+from medtune_utils.prompts import TEMPLATE, training_text
+from medtune_utils.run import PREDICTION_COLUMNS, Run
 from medtune_utils.tasks import get_task
 
 PUBLIC = ("NCBI-disease", "GAD", "HoC")
 CREDENTIALED = ("MedNLI", "i2b2-2010")
-RECORD_FIELDS = {"id", "prompt", "generation", "prediction", "gold", "well_formed"}
+RECORD_FIELDS = set(PREDICTION_COLUMNS)
 
 
 @dataclass
@@ -118,6 +119,10 @@ def test_select_rows_keeps_registered_wanted_sources_and_warns_about_the_rest(ca
     assert any("MedNLI" in m and "not evaluated" in m for m in caplog.messages)
 
 
+def _records(run_dir: Path, model: str, source: str) -> list[dict[str, Any]]:
+    return Run(run_dir).predictions([model], [source]).to_dict("records")
+
+
 def test_absent_credentialed_sources_are_skipped_with_a_notice(evaluated: EvaluatedRun) -> None:
     for source in CREDENTIALED:
         assert any(source in n and "Credentialed" in n for n in evaluated.notices), evaluated.notices
@@ -127,7 +132,7 @@ def test_absent_credentialed_sources_are_skipped_with_a_notice(evaluated: Evalua
 
 
 def test_predictions_are_written_per_model_and_source(evaluated: EvaluatedRun) -> None:
-    validation = load_assembly(evaluated.run_dir / "data")["validation"]
+    validation = Run(evaluated.run_dir).dataset()["validation"]
     for model in ("base", "tuned"):
         for source in PUBLIC:
             path = evaluated.run_dir / "predictions" / model / f"{source}.jsonl"
@@ -136,40 +141,46 @@ def test_predictions_are_written_per_model_and_source(evaluated: EvaluatedRun) -
             assert all(set(r) == RECORD_FIELDS for r in records), records[0].keys()
             assert all(isinstance(r["well_formed"], bool) and r["prompt"].endswith("### Response:\n") for r in records)
             assert all("###" not in r["generation"] for r in records)
-            assert records == load_predictions(evaluated.run_dir, model, source)
+            rows = {r["id"]: r for r in validation}
+            for r in records:
+                row = rows[r["id"]]
+                assert (r["source"], r["model"], r["template"]) == (source, model, TEMPLATE)
+                assert (r["input"], r["group"], r["task"]) == (row["input"], row["group"], row["task"])
+                assert isinstance(r["budget"], int) and r["budget"] > 0 and isinstance(r["hit_budget"], bool)
+            assert records == _records(evaluated.run_dir, model, source)
 
 
 def test_gold_in_predictions_is_the_task_gold_of_the_row(evaluated: EvaluatedRun) -> None:
-    rows = {r["id"]: r for r in load_assembly(evaluated.run_dir / "data")["validation"]}
+    rows = {r["id"]: r for r in Run(evaluated.run_dir).dataset()["validation"]}
     for source in PUBLIC:
         task = get_task(source, evaluated.profile.data.ner_format)
-        for record in load_predictions(evaluated.run_dir, "base", source):
+        for record in _records(evaluated.run_dir, "base", source):
             row = rows[record["id"]]
             gold = task.gold(row["output"], row["input"])
             assert record["gold"] == (list(gold) if isinstance(gold, tuple) else gold)
 
 
 def test_both_models_are_scored_on_identical_rows(evaluated: EvaluatedRun) -> None:
-    expected = select_rows(load_assembly(evaluated.run_dir / "data")["validation"], evaluated.profile)
+    expected = select_rows(Run(evaluated.run_dir).dataset()["validation"], evaluated.profile)
     for source in PUBLIC:
-        base = load_predictions(evaluated.run_dir, "base", source)
-        tuned = load_predictions(evaluated.run_dir, "tuned", source)
+        base = _records(evaluated.run_dir, "base", source)
+        tuned = _records(evaluated.run_dir, "tuned", source)
         assert [r["id"] for r in base] == [r["id"] for r in tuned] == _ids(expected, source)
         assert [r["prompt"] for r in base] == [r["prompt"] for r in tuned]
 
 
 def test_scores_hold_metrics_intervals_and_paired_comparisons(evaluated: EvaluatedRun) -> None:
-    scores = load_scores(evaluated.run_dir)
+    scores = Run(evaluated.run_dir).scores()
     assert json.loads(json.dumps(evaluated.scores)) == scores
     assert scores["profile"] == "tiny" and scores["eval_split"] == "devel"
     assert set(scores["models"]) == {"base", "tuned"}
     for model, per_source in scores["models"].items():
         for source, entry in per_source.items():
-            n = len(load_predictions(evaluated.run_dir, model, source))
+            n = len(_records(evaluated.run_dir, model, source))
             assert entry["n"] == n
             assert entry["headline"] in entry["metrics"] and entry["value"] == entry["metrics"][entry["headline"]]
             assert 0.0 <= entry["malformed_rate"] <= 1.0
-            records = load_predictions(evaluated.run_dir, model, source)
+            records = _records(evaluated.run_dir, model, source)
             assert entry["malformed_rate"] == pytest.approx(sum(not r["well_formed"] for r in records) / n)
             assert entry["ci_low"] <= entry["ci_high"]
             assert entry["intervals"][entry["headline"]] == [entry["ci_low"], entry["ci_high"]]

@@ -16,7 +16,7 @@ from medtune_utils import modeling
 from medtune_utils.assemble import to_row
 from medtune_utils.config import TinyModelConfig, load_profile
 from medtune_utils.evaluate import budget_reference
-from medtune_utils.generation import generate, token_budgets
+from medtune_utils.generation import Generation, generate, token_budgets
 from medtune_utils.paths import repo_root, shared_data_dir
 from medtune_utils.prompts import build_prompt, training_text
 from medtune_utils.tasks import get_task
@@ -32,7 +32,7 @@ def _ncbi_rows(split: str) -> list[dict[str, str]]:
     folder = shared_data_dir() / SOURCE
     if not folder.is_dir():
         folder = repo_root() / "data" / "sample" / SOURCE
-    return [to_row(task, record, SEED) for record in task.load(folder, split)]
+    return [to_row(task, record, SEED, task.resolve_split(split)) for record in task.load(folder, split)]
 
 
 def _scramble(model: LlamaForCausalLM, seed: int) -> LlamaForCausalLM:
@@ -99,18 +99,21 @@ def budgets(devel_rows: list[dict[str, str]], train_rows: list[dict[str, str]], 
 
 
 @pytest.fixture(scope="module")
-def one_by_one(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], budgets: list[int]) -> list[str]:
+def one_by_one(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], budgets: list[int]
+) -> list[Generation]:
     return generate(model, tokenizer, prompts, budgets, batch_size=1, progress=False)
 
 
 def test_prompts_differ_widely_in_length_and_outputs_vary(
-    tokenizer: PreTrainedTokenizerFast, prompts: list[str], budgets: list[int], one_by_one: list[str]
+    tokenizer: PreTrainedTokenizerFast, prompts: list[str], budgets: list[int], one_by_one: list[Generation]
 ) -> None:
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     assert max(lengths) - min(lengths) >= 40, lengths
     assert len(set(budgets)) > 1, budgets
-    assert len(set(one_by_one)) >= 12, one_by_one
-    assert max(len(set(text)) for text in one_by_one) >= 10, one_by_one
+    texts = [g.text for g in one_by_one]
+    assert len(set(texts)) >= 12, texts
+    assert max(len(set(text)) for text in texts) >= 10, texts
 
 
 @pytest.mark.parametrize("batch_size", [16, 5])
@@ -119,7 +122,7 @@ def test_batched_left_padded_generation_equals_batch_size_one(
     tokenizer: PreTrainedTokenizerFast,
     prompts: list[str],
     budgets: list[int],
-    one_by_one: list[str],
+    one_by_one: list[Generation],
     batch_size: int,
 ) -> None:
     assert generate(model, tokenizer, prompts, budgets, batch_size=batch_size, progress=False) == one_by_one
@@ -134,8 +137,9 @@ def test_a_smaller_budget_gives_a_prefix(model: LlamaForCausalLM, tokenizer: Pre
     long = generate(model, tokenizer, prompts[:6], 32, progress=False)
     short = generate(model, tokenizer, prompts[:6], [4, 32, 8, 32, 16, 1], progress=False)
     for a, b in zip(short, long):
-        assert b.startswith(a)
+        assert b.text.startswith(a.text)
     assert short[1] == long[1] and short[3] == long[3]
+    assert short[5].hit_budget and short[0].hit_budget  # cut by their budgets of 1 and 4 tokens, not stopped
 
 
 def test_ner_budgets_grow_with_the_input_and_stay_under_the_cap(
@@ -238,9 +242,11 @@ def test_generation_stops_before_the_next_header_and_at_eos(
 ) -> None:
     model, prompts, answers = scripted
     unstopped = generate(model, tokenizer, prompts, 40, stop_strings=None, progress=False)
-    assert "### Instruction" in unstopped[0], "the model must really go on to a new block for this test to mean anything"
+    assert "### Instruction" in unstopped[0].text, "the model must really go on to a new block for this test to mean anything"
     for batch_size in (1, 2):
-        texts = generate(model, tokenizer, prompts, 40, batch_size=batch_size, progress=False)
+        generations = generate(model, tokenizer, prompts, 40, batch_size=batch_size, progress=False)
+        assert not any(g.hit_budget for g in generations)  # one stopped at the next header, the other at eos
+        texts = [g.text for g in generations]
         assert "###" not in texts[0] and texts[0].strip() == answers[0]
         assert texts[1] == answers[1]
         assert "after the end" not in texts[1] and tokenizer.eos_token not in texts[1]

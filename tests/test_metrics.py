@@ -19,7 +19,6 @@ from medtune_utils.metrics import (
     score_multi_label,
     score_ner,
     score_single_label,
-    score_task,
     score_text,
     typed_tags,
 )
@@ -136,7 +135,7 @@ def test_i2b2_2010_micro_f1_all_nine_classes_vs_blurb_positive_classes() -> None
     pred = ["TrIP", "TrWP", "No Relations", "TrAP", "PIP", None]
     # nine classes: tp 3 (rows 0, 2, 4), fp 3 (rows 1, 3 and the unparsed row 5), fn 3 (rows 1, 3, 5) -> 6 / 12
     # positive classes: tp 2 (rows 0, 4), fp 2 (TrWP row 1, TrAP row 3), fn 2 (TrAP row 1, TeRP row 5) -> 4 / 8
-    metrics, rows = score_task(I2B2_2010, gold, pred, [str(i) for i in range(6)])
+    metrics, rows = I2B2_2010.score(gold, pred, [str(i) for i in range(6)])
     assert metrics["micro_f1"] == pytest.approx(0.5)
     assert metrics["micro_f1_positive"] == pytest.approx(0.5)
     positive = [label for label in I2B2_2010.labels if label != "No Relations"]
@@ -154,7 +153,7 @@ def test_gad_binary_f1_for_association() -> None:
     pred = ["Association", "No association", None, "Association", "No association", "No association"]
     # positive class: tp 1 (row 0), fp 1 (row 3), fn 2 (rows 1, 2) -> P 1/2, R 1/3, F1 2 / (2 + 1 + 2) = 0.4
     # accuracy: rows 0, 4, 5 -> 1/2
-    metrics, rows = score_task(TASKS["GAD"], gold, pred, [str(i) for i in range(6)])
+    metrics, rows = TASKS["GAD"].score(gold, pred, [str(i) for i in range(6)])
     assert (metrics["precision"], metrics["recall"]) == (pytest.approx(1 / 2), pytest.approx(1 / 3))
     assert metrics["f1"] == pytest.approx(0.4)
     assert metrics["accuracy"] == pytest.approx(0.5)
@@ -167,7 +166,7 @@ def test_pubmedqa_accuracy_and_macro_f1() -> None:
     gold = ["yes", "yes", "no", "maybe", "no"]
     pred = ["yes", "no", "no", None, "maybe"]
     # accuracy 2/5; yes: tp 1, fn 1 -> 2/3; no: tp 1, fp 1, fn 1 -> 1/2; maybe: tp 0 -> 0; macro = 7/18
-    metrics, rows = score_task(TASKS["PubMedQA"], gold, pred, [str(i) for i in range(5)])
+    metrics, rows = TASKS["PubMedQA"].score(gold, pred, [str(i) for i in range(5)])
     assert metrics["accuracy"] == pytest.approx(0.4)
     assert metrics["macro_f1"] == pytest.approx(7 / 18)
     assert metrics["headline"] == "accuracy"
@@ -176,14 +175,14 @@ def test_pubmedqa_accuracy_and_macro_f1() -> None:
 
 def test_unparseable_predictions_are_never_correct() -> None:
     """None never matches a gold label, whatever the task; a NER None means no entities."""
-    metrics, _ = score_task(TASKS["MedNLI"], ["Neutral", "Entailment"], [None, None], ["a", "b"])
+    metrics, _ = TASKS["MedNLI"].score(["Neutral", "Entailment"], [None, None], ["a", "b"])
     assert metrics["accuracy"] == 0.0 and metrics["micro_f1"] == 0.0
-    metrics, _ = score_task(TASKS["GAD"], ["Association"], [None], ["a"])
+    metrics, _ = TASKS["GAD"].score(["Association"], [None], ["a"])
     assert metrics["f1"] == 0.0 and metrics["recall"] == 0.0
-    metrics, rows = score_task(TASKS["NCBI-disease"], [("B", "I", "O")], [None], ["a"])
+    metrics, rows = TASKS["NCBI-disease"].score([("B", "I", "O")], [None], ["a"])
     assert metrics["f1_strict"] == metrics["f1_lenient"] == 0.0
     assert rows["f1_strict"].tolist() == [[0, 0, 1]]
-    metrics, _ = score_task(TASKS["ChatDoctor"], ["Take two tablets daily."], [None], ["a"])
+    metrics, _ = TASKS["ChatDoctor"].score(["Take two tablets daily."], [None], ["a"])
     assert metrics["rouge_l"] == 0.0
 
 
@@ -222,12 +221,12 @@ def test_hoc_abstract_level_forgives_the_sentence_a_label_sits_on() -> None:
     assert scores["abstracts"] == 2
 
 
-def test_hoc_score_task_with_real_labels_matches_sklearn() -> None:
+def test_hoc_task_score_with_real_labels_matches_sklearn() -> None:
     """Through the registry entry, micro-F1 equals scikit-learn's on the binarised label sets; None is the empty set."""
     labels = TASKS["HoC"].labels
     gold = [(labels[0],), (labels[0], labels[4]), (), (labels[9],)]
     pred = [(labels[0],), (labels[4],), None, (labels[9], labels[2])]
-    metrics, rows = score_task(TASKS["HoC"], gold, pred, ["1", "1", "2", "2"])
+    metrics, rows = TASKS["HoC"].score(gold, pred, ["1", "1", "2", "2"])
     # tp 3, fp 1 (labels[2]), fn 1 (labels[0] on row 1) -> micro 6 / 8
     binary = np.array([[label in (g or ()) for label in labels] for g in gold], dtype=int)
     predicted = np.array([[label in (p or ()) for label in labels] for p in pred], dtype=int)
@@ -246,7 +245,7 @@ def test_rouge_l_of_free_text() -> None:
     pred = ["the cat on the mat", "the cat sat on the mat", None]
     # row 0: LCS 5, P = 5/5, R = 5/6, F = 2 * 1 * 5/6 / (1 + 5/6) = 10/11; row 1: 1; row 2: 0 -> mean 7/11
     assert score_text(gold, pred) == {"rouge_l": pytest.approx(7 / 11), "headline": "rouge_l"}
-    metrics, rows = score_task(TASKS["ChatDoctor"], gold, pred, ["a", "b", "c"])
+    metrics, rows = TASKS["ChatDoctor"].score(gold, pred, ["a", "b", "c"])
     assert rows["rouge_l"].tolist() == pytest.approx([10 / 11, 1.0, 0.0])
     _agrees_with_rows(metrics, rows)
 
@@ -315,9 +314,9 @@ def test_paired_bootstrap_clearly_better_model() -> None:
 # ---------------------------------------------------------------- input checks
 
 
-def test_score_task_rejects_mismatched_lengths() -> None:
+def test_task_score_rejects_mismatched_lengths() -> None:
     """Predictions and golds of different lengths fail loudly, naming the task and the counts."""
     with pytest.raises(ValueError, match=r"GAD: 3 gold values, 2 predictions and 3 groups"):
-        score_task(TASKS["GAD"], ["Association"] * 3, ["Association"] * 2, ["a", "b", "c"])
+        TASKS["GAD"].score(["Association"] * 3, ["Association"] * 2, ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"HoC: 2 gold values, 2 predictions and 1 groups"):
-        score_task(TASKS["HoC"], [(), ()], [(), ()], ["a"])
+        TASKS["HoC"].score([(), ()], [(), ()], ["a"])

@@ -16,7 +16,7 @@ from medtune_utils.pipeline import NOTEBOOKS
 ROOT = repo_root()
 NOTEBOOK_PATHS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ABSOLUTE_PATH = re.compile(r"/work/|/home/|/Users/|\b[A-Z]:\\")
-REQUIRED = {"profile": "tiny", "run_dir": "results/tiny"}
+REQUIRED = {"run_dir": "results/tiny"}
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -62,7 +62,11 @@ def test_notebook_has_one_parameters_cell_with_the_tiny_defaults(path: Path) -> 
     values = _assignments(cells[0].source)
     assert {key: values.get(key) for key in REQUIRED} == REQUIRED, values
     if path.stem.startswith("01_"):
-        assert "data_dir" in values, values
+        assert values.get("profile") == "tiny" and "data_dir" in values, values
+    else:
+        assert "profile" not in values, f"{path.name}: the profile is the run's own config.yaml, not a parameter"
+    if not path.stem.startswith("04_"):
+        assert values.get("overrides") == {}, values
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)

@@ -159,6 +159,7 @@ def _generations(tokens: list[str]) -> st.SearchStrategy[str]:
     return st.one_of(st.text(alphabet=string.printable), st.text(), _adversarial(tokens))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ALL_TASKS, ids=_task_id)
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
@@ -209,6 +210,7 @@ def _iob2_sentence(draw: st.DrawFn, entity_types: tuple[str, ...]) -> tuple[tupl
 NER_TASKS = [task for task in ALL_TASKS if isinstance(task, NerTask)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", [t for t in NER_TASKS if t.name in {"NCBI-disease", "i2b2-2012"}], ids=_task_id)
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
@@ -236,6 +238,7 @@ def _assert_round_trip(task: Task, folder: Path, split: str) -> None:
     assert not failures, f"{len(failures)} of {len(records)} records do not round-trip; first: {failures[:3]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("task", "split"), PUBLIC_EVAL_CASES)
 def test_round_trip_shared_data(task: Task, split: str, shared_data: Path) -> None:
     """Every devel/test record of each public source in ../shared/data parses back to its gold, well formed."""

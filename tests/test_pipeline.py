@@ -14,8 +14,10 @@ import pytest
 from medtune_utils.config import ConfigError
 from medtune_utils.paths import repo_root
 from medtune_utils.pipeline import NOTEBOOKS, NotebookFailed, main, run_pipeline, select_notebooks
+from medtune_utils.run import PREDICTION_COLUMNS
 
 
+@pytest.mark.slow
 def test_run_folder_holds_every_artifact(tiny_run: Path) -> None:
     for name in ("config.yaml", "env.json", "train_log.jsonl", "scores.json"):
         assert (tiny_run / name).is_file(), name
@@ -33,6 +35,7 @@ def test_run_folder_holds_every_artifact(tiny_run: Path) -> None:
     assert set(env["steps"]) == {"assemble", "finetune", "evaluate"}
 
 
+@pytest.mark.slow
 def test_scores_cover_every_sample_source_for_base_and_tuned(tiny_run: Path, sample_dir: Path) -> None:
     scores = json.loads((tiny_run / "scores.json").read_text())
     sources = {p.name for p in sample_dir.iterdir() if p.is_dir()}
@@ -44,10 +47,11 @@ def test_scores_cover_every_sample_source_for_base_and_tuned(tiny_run: Path, sam
             assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], source
             lines = (tiny_run / "predictions" / model / f"{source}.jsonl").read_text().splitlines()
             assert len(lines) == entry["n"]
-            assert set(json.loads(lines[0])) == {"id", "prompt", "generation", "prediction", "gold", "well_formed"}
+            assert tuple(json.loads(lines[0])) == PREDICTION_COLUMNS
     assert {c["source"] for c in scores["comparisons"]} == sources
 
 
+@pytest.mark.slow
 def test_figures_and_tables_are_written(tiny_run: Path) -> None:
     figures = tiny_run / "figures"
     for name in ("composition", "training_curves", "results", "gains", "generation_lengths", "sample_outputs"):
@@ -58,11 +62,13 @@ def test_figures_and_tables_are_written(tiny_run: Path) -> None:
             assert (figures / f"{name}.{suffix}").stat().st_size > 100, name
 
 
+@pytest.mark.slow
 def test_training_loss_went_down(tiny_run: Path) -> None:
     log = [json.loads(line) for line in (tiny_run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_stops_with_its_error(tmp_path: Path) -> None:
     with pytest.raises(NotebookFailed) as exc:
         run_pipeline("tiny", run_dir=str(tmp_path / "empty"), notebooks=("02_finetune",), progress=False)
@@ -97,17 +103,19 @@ def test_run_pipeline_checks_settings_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_papermill_with_relative_run_dir_from_the_notebooks_folder(tiny_run: Path) -> None:
     """As in the README: 02 rerun by hand after 01 into results/x, with papermill started from another folder."""
     relative = f"results/pytest-{uuid.uuid4().hex[:8]}"
     target = repo_root() / relative
     try:
         shutil.copytree(tiny_run / "data", target / "data")
-        shutil.copy(tiny_run / "env.json", target / "env.json")
+        for name in ("env.json", "config.yaml"):
+            shutil.copy(tiny_run / name, target / name)
         pm.execute_notebook(
             str(repo_root() / "notebooks" / "02_finetune.ipynb"),
             str(target / "out.ipynb"),
-            parameters={"profile": "tiny", "run_dir": relative, "overrides": {"train.max_steps": 2}},
+            parameters={"run_dir": relative, "overrides": {"train.max_steps": 2}},
             cwd=str(repo_root() / "notebooks"),
             progress_bar=False,
             kernel_name="python3",

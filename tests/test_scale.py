@@ -82,6 +82,7 @@ def test_methods_order_and_the_table(llama2_7b: object) -> None:
         memory.estimate(llama2_7b, "dora")
 
 
+@pytest.mark.slow
 def test_accelerate_launch_trains_and_saves_with_two_processes(tmp_path: Path, sample_dir: Path) -> None:
     """`accelerate launch -m medtune_utils.train` as the README shows, two CPU processes (gloo): one model, one log."""
     run_dir = tmp_path / "run"

@@ -1,4 +1,7 @@
-"""Fine-tuning with TRL's SFTTrainer on real instruction rows: loss masks, learning, resume, LoRA save/merge, packing, CLI."""
+"""Fine-tuning with TRL's SFTTrainer: loss masks, learning, resume, LoRA save/merge, packing, CLI.
+
+The rows come from the public datasets in ../shared/data when present, else from the hand-written data/sample.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +22,17 @@ from medtune_utils import train as T
 from medtune_utils.assemble import assemble, run_assembly
 from medtune_utils.config import ConfigError, DataConfig, Profile, load_profile
 from medtune_utils.prompts import build_prompt, training_text
-from medtune_utils.runinfo import read_env
+from medtune_utils.run import Run
 
-REAL_SOURCES = ["NCBI-disease", "GAD", "HoC"]
+SOURCES = ["NCBI-disease", "GAD", "HoC"]
 STEPS = 30
 
 
-def _real_overrides(shared_data: Path) -> dict[str, Any]:
-    """The tiny profile on ~300 real NCBI-disease, GAD and HoC rows, 30 logged steps, a checkpoint every 10."""
+def _overrides(data_dir: Path) -> dict[str, Any]:
+    """The tiny profile on up to 100 NCBI-disease, GAD and HoC rows each, 30 logged steps, a checkpoint every 10."""
     return {
-        "data.dir": str(shared_data),
-        "data.sources": REAL_SOURCES,
+        "data.dir": str(data_dir),
+        "data.sources": SOURCES,
         "data.train_rows": {"default": 100},
         "data.validation_rows": {"default": 2},
         "train.max_steps": STEPS,
@@ -40,10 +43,10 @@ def _real_overrides(shared_data: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def family_rows(shared_data: Path, sample_dir: Path) -> Dataset:
-    """Real rows of every task family: NER, RE, HoC, PubMedQA, ChatDoctor; NLI from the credentialed samples."""
+def family_rows(train_data_dir: Path, sample_dir: Path) -> Dataset:
+    """Rows of every task family: NER, RE, HoC, PubMedQA, ChatDoctor; NLI from the credentialed samples."""
     public = DataConfig(
-        dir=str(shared_data), sources=["NCBI-disease", "GAD", "HoC", "PubMedQA", "ChatDoctor"], train_rows={"default": 8}
+        dir=str(train_data_dir), sources=["NCBI-disease", "GAD", "HoC", "PubMedQA", "ChatDoctor"], train_rows={"default": 8}
     )
     credentialed = DataConfig(dir=str(sample_dir), sources=["MedNLI", "i2b2-2010", "i2b2-2012"], credentialed_dir=str(sample_dir))
     rows = concatenate_datasets([assemble(public, seed=1).dataset["train"], assemble(credentialed, seed=1).dataset["train"]])
@@ -142,14 +145,14 @@ def test_training_runs_with_and_without_packing(tiny: Path, family_rows: Dataset
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
 
 
-# --- whole runs: real data assembled once, then trained through `train()` and the command line ---------------------
+# --- whole runs: the data assembled once, then trained through `train()` and the command line ----------------------
 
 
 @pytest.fixture(scope="module")
-def assembled(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder after notebook 01: ~300 real NCBI-disease, GAD and HoC rows in data/."""
+def assembled(train_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder after notebook 01: NCBI-disease, GAD and HoC rows in data/ (~300 real ones, ~30 samples)."""
     run_dir = tmp_path_factory.mktemp("assembled") / "run"
-    run_assembly(load_profile("tiny", _real_overrides(shared_data)), run_dir)
+    run_assembly(load_profile("tiny", _overrides(train_data_dir)), run_dir)
     return run_dir
 
 
@@ -159,11 +162,11 @@ def _copy_run(assembled: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cli_run(assembled: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cli_run(assembled: Path, train_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted reference run, trained through `python -m medtune_utils.train` (in-process)."""
     run_dir = _copy_run(assembled, tmp_path_factory.mktemp("cli") / "run")
     args = ["--profile", "tiny", "--run-dir", str(run_dir)]
-    for key, value in _real_overrides(shared_data).items():
+    for key, value in _overrides(train_data_dir).items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     T.main(args)
     return run_dir
@@ -173,13 +176,14 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(model_dir / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_cli_trains_and_saves_a_complete_model_folder(cli_run: Path) -> None:
     model_dir = cli_run / "model"
     assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "README.md"} <= {
         p.name for p in model_dir.iterdir()
     }
     assert not (cli_run / ".model.staging").exists()
-    summary = read_env(cli_run)["steps"]["finetune"]["summary"]
+    summary = Run(cli_run).env()["steps"]["finetune"]["summary"]
     assert summary["global_step"] == STEPS and summary["resumed_from"] is None
     tok = modeling.load_tokenizer(str(model_dir))
     gen = GenerationConfig.from_pretrained(model_dir)
@@ -187,13 +191,14 @@ def test_cli_trains_and_saves_a_complete_model_folder(cli_run: Path) -> None:
     assert gen.pad_token_id != gen.eos_token_id
     card = (model_dir / "README.md").read_text()
     assert "Base model: `tiny`" in card and "full weights" in card and f"Steps: {STEPS}" in card
-    commit = read_env(cli_run)["git_commit"]
+    commit = Run(cli_run).env()["git_commit"]
     assert f"commit `{commit}`" in card and commit != "unknown"
     assert "NCBI-disease" in card  # the data composition table
 
 
-def test_loss_falls_on_real_ner_re_and_hoc_rows(cli_run: Path) -> None:
-    log = T.read_train_log(cli_run)
+@pytest.mark.slow
+def test_loss_falls_on_ner_re_and_hoc_rows(cli_run: Path) -> None:
+    log = Run(cli_run).train_log()
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))
     losses = [r["loss"] for r in log]
     last = sum(losses[-5:]) / 5
@@ -212,22 +217,23 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights_and_log(
-    assembled: Path, cli_run: Path, shared_data: Path, tmp_path: Path
+    assembled: Path, cli_run: Path, train_data_dir: Path, tmp_path: Path
 ) -> None:
-    profile = load_profile("tiny", _real_overrides(shared_data))
+    profile = load_profile("tiny", _overrides(train_data_dir))
     assert profile.train.resume
     run_dir = _copy_run(assembled, tmp_path / "run")
     assert T.train(profile, run_dir, callbacks=[StopAt(15)]) == run_dir / "checkpoints"
     assert not (run_dir / "model").exists()
-    assert [r["step"] for r in T.read_train_log(run_dir)] == list(range(1, 16))
+    assert [r["step"] for r in Run(run_dir).train_log()] == list(range(1, 16))
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-10"]
 
     assert T.train(profile, run_dir) == run_dir / "model"  # resumes from step 10; steps 11-15 are redone
-    log, reference = T.read_train_log(run_dir), T.read_train_log(cli_run)
+    log, reference = Run(run_dir).train_log(), Run(cli_run).train_log()
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))  # no duplicated steps
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in reference], rel=1e-4)
-    assert read_env(run_dir)["steps"]["finetune"]["summary"]["resumed_from"] == "checkpoint-10"
+    assert Run(run_dir).env()["steps"]["finetune"]["summary"]["resumed_from"] == "checkpoint-10"
     resumed, uninterrupted = _weights(run_dir / "model"), _weights(cli_run / "model")
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
@@ -239,6 +245,7 @@ def _sample_profile(sample_dir: Path, **overrides: Any) -> Profile:
     return load_profile("tiny", {**base, "train.max_length": 128, "train.per_device_train_batch_size": 4, **overrides})
 
 
+@pytest.mark.slow
 def test_rerun_reuses_a_finished_run_and_refuses_another_recipes_checkpoints(sample_dir: Path, tmp_path: Path) -> None:
     profile = _sample_profile(sample_dir)
     run_assembly(profile, tmp_path)
@@ -247,12 +254,12 @@ def test_rerun_reuses_a_finished_run_and_refuses_another_recipes_checkpoints(sam
 
     assert T.train(profile, tmp_path) == model_dir  # same recipe, finished: nothing trained, nothing rewritten
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == saved_at
-    assert [r["step"] for r in T.read_train_log(tmp_path)] == [1, 2, 3]
+    assert [r["step"] for r in Run(tmp_path).train_log()] == [1, 2, 3]
 
     shutil.rmtree(model_dir)  # as after a crash while saving: the finished checkpoint is saved, not trained further
     T.train(profile, tmp_path)
-    assert [r["step"] for r in T.read_train_log(tmp_path)] == [1, 2, 3]
-    summary = read_env(tmp_path)["steps"]["finetune"]["summary"]
+    assert [r["step"] for r in Run(tmp_path).train_log()] == [1, 2, 3]
+    summary = Run(tmp_path).env()["steps"]["finetune"]["summary"]
     assert (summary["global_step"], summary["resumed_from"]) == (3, "checkpoint-3")
     assert all(torch.equal(first[k], v) for k, v in _weights(model_dir).items())
 
@@ -260,8 +267,8 @@ def test_rerun_reuses_a_finished_run_and_refuses_another_recipes_checkpoints(sam
     with pytest.raises(ConfigError, match="different train settings"):
         T.train(other, tmp_path)
     T.train(_sample_profile(sample_dir, **{"train.learning_rate": 1e-3, "train.resume": False}), tmp_path)
-    assert [r["step"] for r in T.read_train_log(tmp_path)] == [1, 2, 3]
-    assert read_env(tmp_path)["steps"]["finetune"]["summary"]["resumed_from"] is None
+    assert [r["step"] for r in Run(tmp_path).train_log()] == [1, 2, 3]
+    assert Run(tmp_path).env()["steps"]["finetune"]["summary"]["resumed_from"] is None
     assert not all(torch.equal(first[k], v) for k, v in _weights(model_dir).items())
 
 
@@ -270,13 +277,14 @@ def _logits(model: torch.nn.Module, tok: Any, text: str) -> torch.Tensor:
         return model.eval()(**tok(text, return_tensors="pt")).logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("merge", [False, True])
-def test_lora_run_saves_adapters_or_a_merged_model(assembled: Path, shared_data: Path, tmp_path: Path, merge: bool) -> None:
+def test_lora_run_saves_adapters_or_a_merged_model(assembled: Path, train_data_dir: Path, tmp_path: Path, merge: bool) -> None:
     from peft import PeftModel
 
     lora = {"lora.enabled": True, "lora.r": 8, "lora.merge_on_save": merge}
     train_overrides = {"train.max_steps": 4, "train.save_steps": 4, "train.learning_rate": 1e-2, "train.max_length": 128}
-    profile = load_profile("tiny", {**_real_overrides(shared_data), **lora, **train_overrides})
+    profile = load_profile("tiny", {**_overrides(train_data_dir), **lora, **train_overrides})
     run_dir = _copy_run(assembled, tmp_path / "run")
     model_dir = T.train(profile, run_dir)
     files = {p.name for p in model_dir.iterdir()}

@@ -1,8 +1,8 @@
 """Readers for each raw format; each yields typed records and raises `DataFormatError` on bad input."""
 
-from .chat import read_instruction_json
 from .conll import read_conll
 from .hoc import read_hoc
+from .instruction_json import read_instruction_json
 from .mednli import read_mednli
 from .pubmedqa import read_pubmedqa
 from .relation import read_relation_tsv

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..prompts import RESPONSE_HEADER
 from ..records import MissingSourceError, Record
 
@@ -89,12 +91,31 @@ class Task(ABC):
         tolerated deviation (case, spacing, extra text, label order) is flagged.
         """
         answer = clean_generation(generation)
-        value = self.predict(answer, input_text)
+        value = self.interpret(answer, input_text)
         return Parsed(value, self.is_exact(answer, value, input_text))
 
     @abstractmethod
-    def predict(self, answer: str, input_text: str) -> Any:
-        """The prediction, in the gold's form, for a cleaned answer; tolerant and never raises."""
+    def interpret(self, answer: str, input_text: str) -> Any:
+        """What a cleaned answer means, in the gold's form (None when it cannot be read); tolerant and never raises."""
+
+    def score(
+        self, gold: Sequence[Any], pred: Sequence[Any], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """This task's metrics (with `headline`) and, per interval-bearing metric, per-row statistics.
+
+        `metrics.row_statistic` turns the per-row statistics back into the metric on any subset of rows, so
+        bootstrap intervals and paired tests resample rows. `groups` ties rows of one document (HoC abstracts).
+        """
+        if not len(gold) == len(pred) == len(groups):
+            counts = f"{len(gold)} gold values, {len(pred)} predictions and {len(groups)} groups"
+            raise ValueError(f"{self.name}: {counts}; expected equal counts")
+        return self.compute_metrics(gold, pred, groups)
+
+    @abstractmethod
+    def compute_metrics(
+        self, gold: Sequence[Any], pred: Sequence[Any], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metrics of equally long gold and predicted values (a prediction may be None: unreadable)."""
 
     def is_exact(self, answer: str, value: Any, input_text: str) -> bool:
         """Whether `answer` is exactly the formatter's output for `value`."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..records import MultiLabelRecord, NliRecord, QaRecord, RelationRecord
 from ..sources import read_hoc, read_mednli, read_relation_tsv
@@ -27,12 +31,27 @@ class LabelTask(Task):
     def label_names(self) -> tuple[str, ...]:
         return self.labels
 
-    def predict(self, answer: str, input_text: str) -> str | None:
+    def interpret(self, answer: str, input_text: str) -> str | None:
         exact = {normalise(label): label for label in self.labels}
         if normalise(answer) in exact:
             return exact[normalise(answer)]
         found = find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels})
         return found[0] if found else None
+
+    def compute_metrics(
+        self, gold: Sequence[str], pred: Sequence[str | None], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Accuracy, micro/macro F1; F1 of `positive_label`; micro F1 without `negative_labels` (BLURB)."""
+        from ..metrics import label_counts, score_single_label, without
+
+        metrics = score_single_label(gold, pred, self.labels, self.positive_label, self.negative_labels)
+        rows = {"accuracy": np.array([g == p for g, p in zip(gold, pred)], dtype=float)}
+        if self.positive_label is not None:
+            rows["f1"] = label_counts(gold, pred, [self.positive_label])
+        if self.negative_labels:
+            rows["micro_f1"] = label_counts(gold, pred, self.labels, unparsed_counts=True)
+            rows["micro_f1_positive"] = label_counts(gold, pred, without(self.labels, self.negative_labels))
+        return metrics, rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +127,16 @@ class MultiLabelTask(Task):
     def render(self, value: tuple[str, ...], input_text: str) -> str:
         return ", ".join(value) or self.none_answer
 
-    def predict(self, answer: str, input_text: str) -> tuple[str, ...]:
+    def compute_metrics(
+        self, gold: Sequence[tuple[str, ...]], pred: Sequence[tuple[str, ...] | None], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Sentence-level micro/macro F1, exact match and per-abstract micro F1 (rows grouped by `groups`)."""
+        from ..metrics import score_multi_label, set_counts
+
+        sets = [p if p is not None else () for p in pred]
+        return score_multi_label(gold, sets, self.labels, groups), {"micro_f1": set_counts(gold, sets)}
+
+    def interpret(self, answer: str, input_text: str) -> tuple[str, ...]:
         if normalise(answer) == normalise(self.none_answer):
             return ()
         exact = {normalise(label): label for label in self.labels}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..records import InstructionRecord
 from ..sources import read_instruction_json
@@ -48,8 +52,16 @@ class FreeTextTask(Task):
     def to_example(self, record: InstructionRecord) -> tuple[str, str]:
         return record.input, record.output
 
-    def predict(self, answer: str, input_text: str) -> str:
+    def interpret(self, answer: str, input_text: str) -> str:
         return answer
+
+    def compute_metrics(
+        self, gold: Sequence[str], pred: Sequence[str | None], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Mean ROUGE-L against the reference answers."""
+        from ..metrics import rouge_l, score_text
+
+        return score_text(gold, pred), {"rouge_l": rouge_l(gold, pred)}
 
     def is_exact(self, answer: str, value: str, input_text: str) -> bool:
         return bool(answer)

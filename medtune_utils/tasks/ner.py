@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..records import NerRecord
 from ..sources import read_conll
@@ -56,11 +60,21 @@ class NerTask(Task):
         n_tokens = len(input_text.split(" "))
         return [self.render((tag,) * n_tokens, input_text) for tag in self.label_names]
 
-    def predict(self, answer: str, input_text: str) -> tuple[str, ...]:
+    def interpret(self, answer: str, input_text: str) -> tuple[str, ...]:
         tokens = input_text.split(" ")
         if self.output_format == "lines":
-            return _predict_from_lines(answer, tokens, set(self.label_names))
-        return _predict_from_entities(answer, tokens, self.entity_types)
+            return _tags_from_lines(answer, tokens, set(self.label_names))
+        return _tags_from_entities(answer, tokens, self.entity_types)
+
+    def compute_metrics(
+        self, gold: Sequence[tuple[str, ...]], pred: Sequence[tuple[str, ...] | None], groups: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Entity-level F1 (strict IOB2 headline, lenient); an unreadable answer tags every token O."""
+        from ..metrics import ner_counts, score_ner
+
+        tags = [p if p is not None else ("O",) * len(g) for g, p in zip(gold, pred)]
+        rows = {"f1_strict": ner_counts(gold, tags, strict=True), "f1_lenient": ner_counts(gold, tags, strict=False)}
+        return score_ner(gold, tags), rows
 
 
 def entity_spans(tags: tuple[str, ...] | list[str]) -> list[tuple[int, int, str]]:
@@ -96,7 +110,7 @@ def _format_entities(tokens: tuple[str, ...], tags: tuple[str, ...], typed: bool
     return "\n".join(lines) if lines else NONE_ANSWER
 
 
-def _predict_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> tuple[str, ...]:
+def _tags_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> tuple[str, ...]:
     """Tags from `token : TAG` lines; lines are aligned to the input by token text when their count is off."""
     pairs: list[tuple[str, str]] = []
     for line in answer.split("\n"):
@@ -115,7 +129,7 @@ def _predict_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) ->
     return tuple(predicted)
 
 
-def _predict_from_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> tuple[str, ...]:
+def _tags_from_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> tuple[str, ...]:
     """Tags from one mention per line, each placed at its numbered occurrence or the next one after the last."""
     predicted = ["O"] * len(tokens)
     if answer.lower() in {"none", "none."}:
