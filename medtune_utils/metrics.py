@@ -80,12 +80,15 @@ def score_single_label(
 
     In the all-class micro F1 an unparseable answer is a false positive too (of a class of its own), so it
     equals accuracy as for any single-label task and a malformed answer never scores better than a wrong one.
+    Macro F1 averages over the labels that occur in gold or predictions (scikit-learn's default), so a declared
+    label that never occurs neither caps nor skews it; an unparseable answer still costs its gold label recall.
     """
     y_true, y_pred = _labels(gold), _labels(pred)
+    present = [label for label in labels if label in set(y_true) | set(y_pred)] or list(labels)
     out: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "micro_f1": float(f1_score(y_true, y_pred, labels=[*labels, NO_ANSWER], average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "headline": "accuracy",
     }
     if positive is not None:
@@ -105,7 +108,10 @@ def score_single_label(
 def score_multi_label(
     gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str], groups: Sequence[str]
 ) -> dict[str, Any]:
-    """Sentence-level micro/macro F1 and per-label F1; abstract-level micro F1 from the union over each group."""
+    """Sentence-level micro/macro F1 and per-label F1; abstract-level micro F1 from the union over each group.
+
+    Macro F1 averages over the labels that occur in gold or predicted sets, as for single-label tasks.
+    """
     binarizer = MultiLabelBinarizer(classes=list(labels))
     y_true, y_pred = binarizer.fit_transform(gold), binarizer.transform(pred)
     per_doc_true: dict[str, set[str]] = defaultdict(set)
@@ -118,13 +124,21 @@ def score_multi_label(
     d_pred = binarizer.transform([sorted(per_doc_pred[d]) for d in docs])
     return {
         "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "macro_f1": _present_macro_f1(y_true, y_pred),
         "exact_match": float(np.mean(np.all(y_true == y_pred, axis=1))),
         "abstract_micro_f1": float(f1_score(d_true, d_pred, average="micro", zero_division=0)),
         "abstracts": len(docs),
         "per_label_f1": dict(zip(labels, map(float, f1_score(y_true, y_pred, average=None, zero_division=0)))),
         "headline": "micro_f1",
     }
+
+
+def _present_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro F1 of label-indicator matrices over the columns set in either (0 when none is)."""
+    present = np.flatnonzero(y_true.any(axis=0) | y_pred.any(axis=0))
+    if not present.size:
+        return 0.0
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
 _ROUGE = None

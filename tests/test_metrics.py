@@ -129,6 +129,19 @@ def test_single_label_accuracy_micro_and_macro_f1() -> None:
     assert scores["headline"] == "accuracy"
 
 
+def test_macro_f1_averages_over_labels_present_in_gold_or_predictions() -> None:
+    """A declared label that never occurs neither caps nor skews macro F1 (scikit-learn's default label set)."""
+    labels = ("Entailment", "Contradiction", "Neutral")
+    gold = ["Entailment", "Contradiction", "Contradiction"]
+    perfect = score_single_label(gold, gold, labels)
+    assert perfect["macro_f1"] == 1.0  # Neutral never occurs: averaging over all declared labels gave 2/3
+    pred = ["Entailment", "Neutral", None]
+    # Entailment 1; Contradiction: tp 0, fn 2 -> 0; Neutral (predicted only): fp 1 -> 0; macro = 1/3
+    assert score_single_label(gold, pred, labels)["macro_f1"] == pytest.approx(1 / 3)
+    hoc = score_multi_label([("A",), ()], [("A",), ()], HOC_LABELS, ["1", "2"])
+    assert hoc["macro_f1"] == 1.0  # B and C occur nowhere
+
+
 def test_i2b2_2010_micro_f1_all_nine_classes_vs_blurb_positive_classes() -> None:
     """All nine classes (incl. No Relations) vs BLURB's micro-F1 over the eight relation types only."""
     gold = ["TrIP", "TrAP", "No Relations", "No Relations", "PIP", "TeRP"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import numpy as np
 
 from ..prompts import RESPONSE_HEADER
 from ..records import MissingSourceError, Record
+from ..sources.text import check_not_broken_folder
 
 _NEXT_HEADER = re.compile(r"(?:^|\n)\s*###")
 _SPECIAL_TOKENS = re.compile(r"</s>|<\|endoftext\|>|<\|eot_id\|>|<eos>")
@@ -38,9 +39,17 @@ def clean_generation(text: str) -> str:
     return text.strip()
 
 
+Reader = Callable[[Path, str, "Task"], Sequence[Record]]
+"""A raw-file reader as a registry entry names it: `reader(path, id_prefix, task)` returns the file's records."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task(ABC):
-    """One source dataset: how to read it, turn a record into an instruction row, and parse an answer back."""
+    """One source dataset: how to read it, turn a record into an instruction row, and parse an answer back.
+
+    `reader` reads a file layout the task class does not know (default: the class's own layout, `read_default`);
+    `headline` picks the metric that tables and figures report (default: the class's choice).
+    """
 
     name: str
     family: str
@@ -51,16 +60,19 @@ class Task(ABC):
     credentialed: bool = False
     description: str = ""
     aliases: tuple[str, ...] = field(default=())
+    reader: Reader | None = None
+    headline: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.instructions) < 5:
             raise ValueError(f"task {self.name}: needs at least five instruction paraphrases")
 
     def find_folder(self, data_dir: Path) -> Path:
-        """The source's folder under `data_dir`, or `MissingSourceError` saying how to get it."""
+        """The source's folder under `data_dir`, or `MissingSourceError` saying how to get it (`DataFormatError` if broken)."""
         for name in self.dirnames:
             if (data_dir / name).is_dir():
                 return data_dir / name
+            check_not_broken_folder(data_dir / name)
         raise MissingSourceError(f"{self.name}: not found in {data_dir} (looked for {', '.join(self.dirnames)}). {self.obtain}")
 
     def resolve_split(self, split: str) -> str:
@@ -76,9 +88,15 @@ class Task(ABC):
         actual = self.resolve_split(split)
         return self.read_file(folder / self.split_files[actual], f"{self.name}/{actual}/")
 
-    @abstractmethod
     def read_file(self, path: Path, id_prefix: str) -> list[Record]:
-        """Read one raw file of this source."""
+        """Read one raw file of this source with the entry's `reader`, else the task class's own layout."""
+        if self.reader is not None:
+            return list(self.reader(path, id_prefix, self))
+        return self.read_default(path, id_prefix)
+
+    def read_default(self, path: Path, id_prefix: str) -> list[Record]:
+        """Read one raw file in the task class's own layout; a class without one needs `reader` in the entry."""
+        raise TypeError(f"{self.name}: {type(self).__name__} has no default file layout; give the registry entry a reader")
 
     @abstractmethod
     def to_example(self, record: Record) -> tuple[str, str]:
@@ -109,7 +127,16 @@ class Task(ABC):
         if not len(gold) == len(pred) == len(groups):
             counts = f"{len(gold)} gold values, {len(pred)} predictions and {len(groups)} groups"
             raise ValueError(f"{self.name}: {counts}; expected equal counts")
-        return self.compute_metrics(gold, pred, groups)
+        metrics, rows = self.compute_metrics(gold, pred, groups)
+        return self._with_headline(metrics, rows), rows
+
+    def _with_headline(self, metrics: dict[str, Any], rows: dict[str, np.ndarray]) -> dict[str, Any]:
+        """`metrics` with the entry's `headline`, which needs per-row statistics for its interval."""
+        if self.headline is None:
+            return metrics
+        if self.headline not in metrics or self.headline not in rows:
+            raise ValueError(f"{self.name}: headline {self.headline!r} is not one of this task's metrics {sorted(rows)}")
+        return {**metrics, "headline": self.headline}
 
     @abstractmethod
     def compute_metrics(

@@ -56,12 +56,13 @@ class LabelTask(Task):
 
 @dataclass(frozen=True, kw_only=True)
 class RelationTask(LabelTask):
-    """Masked-entity relation classification (GAD, i2b2-2010)."""
+    """Masked-entity relation classification (GAD, i2b2-2010); each sentence holds at least `min_masks` masks."""
 
     masks: tuple[str, ...]
+    min_masks: int = 2
 
-    def read_file(self, path: Path, id_prefix: str) -> list[RelationRecord]:
-        return read_relation_tsv(path, id_prefix, self.raw_labels, self.masks)
+    def read_default(self, path: Path, id_prefix: str) -> list[RelationRecord]:
+        return read_relation_tsv(path, id_prefix, self.raw_labels, self.masks, self.min_masks)
 
     def to_example(self, record: RelationRecord) -> tuple[str, str]:
         return record.sentence, record.label
@@ -71,7 +72,7 @@ class RelationTask(LabelTask):
 class NliTask(LabelTask):
     """Premise/hypothesis inference (MedNLI)."""
 
-    def read_file(self, path: Path, id_prefix: str) -> list[NliRecord]:
+    def read_default(self, path: Path, id_prefix: str) -> list[NliRecord]:
         return read_mednli(path, id_prefix, self.raw_labels)
 
     def to_example(self, record: NliRecord) -> tuple[str, str]:
@@ -99,7 +100,7 @@ class PubMedQaTask(LabelTask):
         chosen = [p for p in pool if (p in devel) == (actual == "devel")]
         return [_with_id(labelled[p], f"{self.name}/{actual}/{p}") for p in chosen]
 
-    def read_file(self, path: Path, id_prefix: str) -> list[QaRecord]:
+    def read_default(self, path: Path, id_prefix: str) -> list[QaRecord]:
         return list(read_pubmedqa(path, id_prefix).values())
 
     def to_example(self, record: QaRecord) -> tuple[str, str]:
@@ -118,7 +119,7 @@ class MultiLabelTask(Task):
     def label_names(self) -> tuple[str, ...]:
         return self.labels
 
-    def read_file(self, path: Path, id_prefix: str) -> list[MultiLabelRecord]:
+    def read_default(self, path: Path, id_prefix: str) -> list[MultiLabelRecord]:
         return read_hoc(path, id_prefix, self.labels)
 
     def to_example(self, record: MultiLabelRecord) -> tuple[str, str]:

@@ -30,7 +30,7 @@ class FreeTextTask(Task):
         files = sorted(p for p in folder.iterdir() if p.suffix in {".json", ".jsonl"})
         if not files:
             raise FileNotFoundError(f"{self.name}: no .json or .jsonl file in {folder}. {self.obtain}")
-        records = [r for path in files for r in read_instruction_json(path, f"{self.name}/{path.stem}/", self.name)]
+        records = [r for path in files for r in self.read_file(path, f"{self.name}/{path.stem}/")]
         order = list(range(len(records)))
         random.Random(self.split_seed).shuffle(order)
         n_holdout = max(1, round(self.holdout_fraction * len(records))) if len(records) > 1 else 0
@@ -41,7 +41,7 @@ class FreeTextTask(Task):
     def resolve_split(self, split: str) -> str:
         return "train" if split == "train" else "heldout"
 
-    def read_file(self, path: Path, id_prefix: str) -> list[InstructionRecord]:
+    def read_default(self, path: Path, id_prefix: str) -> list[InstructionRecord]:
         return read_instruction_json(path, id_prefix, self.name)
 
     def instruction_for(self, record: InstructionRecord, choice: int) -> str:

@@ -1,8 +1,14 @@
-"""The task registry: one entry per source dataset. Adding a dataset means adding one entry here."""
+"""The task registry: one entry per source dataset.
+
+Adding a dataset means adding one entry here (`python -m medtune_utils.new_source NAME --like GAD` writes one),
+plus a reader function named by the entry's `reader` when the file layout is new; README "Add a dataset".
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import instructions as ins
 from .base import Task
@@ -200,6 +206,18 @@ def get_task(name: str, ner_format: str = "lines") -> Task:
         raise KeyError(f"unknown source {name!r}; known sources: {', '.join(TASKS)}")
     task = TASKS[name]
     return task.with_format(ner_format) if isinstance(task, NerTask) else task
+
+
+@contextmanager
+def registered(task: Task) -> Iterator[Task]:
+    """`task` in the registry for the duration of a `with` block (tests; trying an entry before writing it)."""
+    if task.name in TASKS:
+        raise ValueError(f"source {task.name!r} is already registered")
+    TASKS[task.name] = task
+    try:
+        yield task
+    finally:
+        del TASKS[task.name]
 
 
 def task_names() -> list[str]:
