@@ -31,6 +31,7 @@ from .paths import resolve
 DEFAULT_DEST = "data/raw"
 TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 20
+MAX_BYTES = 64 << 20  # per file; the largest pinned file is 3.4 MB, so anything near this is not the file we pinned
 NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 NOT_DOWNLOADED = (
     "Not downloaded here: the credentialed sets (MedNLI, i2b2-2010, i2b2-2012) need a data-use agreement, and the "
@@ -47,9 +48,13 @@ class ChecksumError(DownloadError):
     """A fetched file's SHA-256 differs from the manifest."""
 
 
+class SizeLimitError(DownloadError):
+    """A fetched file is larger than its manifest entry allows."""
+
+
 @dataclass(frozen=True)
 class RawFile:
-    """One upstream file: where it comes from (repository, commit, path) and where it goes (source/filename)."""
+    """One upstream file: where it comes from (repository, commit, path), where it goes (source/filename), its size cap."""
 
     source: str
     repo: str
@@ -57,6 +62,7 @@ class RawFile:
     path: str
     filename: str
     sha256: str
+    max_bytes: int = MAX_BYTES
 
     @property
     def url(self) -> str:
@@ -199,14 +205,27 @@ def _describe(exc: BaseException) -> str:
     return " ".join(str(reason).split()) or type(exc).__name__
 
 
-def _stream(url: str, out: BinaryIO, label: str, progress: bool) -> str:
-    """Copy `url` into `out` with a progress bar; return the SHA-256 of the bytes received."""
+def _too_large(url: str, size: int, max_bytes: int) -> SizeLimitError:
+    return SizeLimitError(
+        f"{url} is larger than the {max_bytes:,}-byte cap for this file ({size:,} bytes or more); not the pinned file: "
+        "check the URL or --mirror"
+    )
+
+
+def _stream(url: str, out: BinaryIO, label: str, progress: bool, max_bytes: int = MAX_BYTES) -> str:
+    """Copy `url` into `out` with a progress bar, stopping past `max_bytes`; return the SHA-256 of the bytes received."""
     digest = hashlib.sha256()
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > max_bytes:
+                raise _too_large(url, total, max_bytes)
             with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress, leave=False) as bar:
                 while chunk := response.read(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise _too_large(url, received, max_bytes)
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -227,7 +246,7 @@ def fetch(entry: RawFile, target: Path, mirror: str | None = None, progress: boo
         return target
     url = entry.url_from(mirror)
     with atomic_path(target) as tmp, tmp.open("wb") as fh:
-        actual = _stream(url, fh, f"{entry.source}/{entry.filename}", progress)
+        actual = _stream(url, fh, f"{entry.source}/{entry.filename}", progress, entry.max_bytes)
         if actual != entry.sha256:
             raise ChecksumError(f"checksum mismatch for {url}: expected sha256 {entry.sha256}, got {actual}")
     return target

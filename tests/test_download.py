@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import posixpath
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune_utils.download import MANIFEST, ChecksumError, DownloadError, download, main, sha256_of
+from medtune_utils.download import MANIFEST, ChecksumError, DownloadError, SizeLimitError, download, fetch, main, sha256_of
 from medtune_utils.tasks import get_task
 
 Server = tuple[str, list[str]]  # base URL, paths requested so far
@@ -33,14 +34,22 @@ class _LoggingHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class _NoLengthHandler(_LoggingHandler):
+    """Like `_LoggingHandler`, but sends no Content-Length: the body ends when the connection closes."""
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() != "content-length":
+            super().send_header(keyword, value)
+
+
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Callable[[Path], Server]]:
     """Start an HTTP server on a free 127.0.0.1 port for a folder; all are shut down at the end."""
     servers: list[ThreadingHTTPServer] = []
 
-    def start(directory: Path) -> Server:
+    def start(directory: Path, handler_class: type[_LoggingHandler] = _LoggingHandler) -> Server:
         log: list[str] = []
-        handler = functools.partial(_LoggingHandler, directory=str(directory), log=log)
+        handler = functools.partial(handler_class, directory=str(directory), log=log)
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -154,6 +163,26 @@ def test_network_error_names_url_and_mirror(serve: Callable[[Path], Server], tmp
     assert not isinstance(err.value, ChecksumError)
     assert f"{url}/GAD/train.tsv" in str(err.value) and "--mirror" in str(err.value) and "\n" not in str(err.value)
     assert not list((tmp_path / "raw" / "GAD").iterdir())
+
+
+@pytest.mark.parametrize("handler_class", [_LoggingHandler, _NoLengthHandler], ids=["content-length", "no-length"])
+def test_file_over_its_size_cap_stops_with_no_file_left(
+    serve: Callable[..., Server], shared_data: Path, tmp_path: Path, handler_class: type[_LoggingHandler]
+) -> None:
+    """A file past its cap stops the download (up front from Content-Length, else while streaming) and leaves nothing."""
+    url, _ = serve(shared_data, handler_class)
+    entry = dataclasses.replace(next(e for e in MANIFEST if e.source == "GAD"), max_bytes=1000)
+    target = tmp_path / "raw" / "GAD" / entry.filename
+    with pytest.raises(SizeLimitError) as err:
+        fetch(entry, target, mirror=url, progress=False)
+    message = str(err.value)
+    assert f"{url}/GAD/{entry.filename}" in message and "1,000-byte cap" in message and "\n" not in message
+    assert not target.exists() and not list(target.parent.iterdir())
+
+
+def test_default_cap_leaves_room_for_every_pinned_file(shared_data: Path) -> None:
+    for entry in MANIFEST:
+        assert (shared_data / entry.source / entry.filename).stat().st_size * 10 < entry.max_bytes
 
 
 def test_unknown_source_raises_listing_known() -> None:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasets import Dataset, DatasetDict
 
 from medtune_utils.records import DataFormatError
+from medtune_utils.run import Run
 from medtune_utils.sources import read_released
 from medtune_utils.tasks.registry import get_task
 
@@ -40,15 +44,21 @@ def _read(source: str) -> Reader:
 
 
 def _read_pubmedqa_test(path: Path) -> Sequence[Any]:
-    """Load the PubMedQA test split: a valid labelled file beside the (bad) test ground truth at `path`."""
-    (path.parent / "ori_pqal.json").write_text(json.dumps(LABELLED_PUBMEDQA, indent=4), encoding="utf-8")
+    """Load the PubMedQA test split: a valid labelled file (written if absent) beside the (bad) test ground truth at `path`."""
+    _write_labelled_pubmedqa(path.parent)
     return get_task("PubMedQA").load(path.parent, "test")
 
 
-def _parquet(columns: dict[str, list[object]]) -> bytes:
+def _write_labelled_pubmedqa(folder: Path) -> None:
+    """The valid labelled PubMedQA file that the test ground truth is checked against, unless already there."""
+    if not (folder / "ori_pqal.json").exists():
+        (folder / "ori_pqal.json").write_text(json.dumps(LABELLED_PUBMEDQA, indent=4), encoding="utf-8")
+
+
+def _parquet(columns: dict[str, list[object]], store_schema: bool = True) -> bytes:
     """A parquet file in memory, with the given columns."""
     sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink)
+    pq.write_table(pa.table(columns), sink, store_schema=store_schema)
     return sink.getvalue()
 
 
@@ -88,6 +98,11 @@ HOC_BAD_VALUE = HOC_ZERO.replace("3_0", "3_2")
 GAD_OK = "@GENE$ in @DISEASE$\t1\n"
 PQA_OK = '"111": {"QUESTION": "q", "CONTEXTS": ["c"], "final_decision": "yes"}'
 PQA_NEWLINE_PMID = PQA_OK.replace("111", "1\\n2").replace("yes", "?")
+PQA_BLANK_CONTEXT = PQA_OK.replace('["c"]', '[" "]')
+PQA_NO_CONTEXTS = PQA_OK.replace('["c"]', "[]")
+PQA_SURROGATE = PQA_OK.replace('["c"]', '["c\\udc00"]')
+JSONL_SURROGATE = GOOD_JSONL.replace("Afebrile.", "Afeb\\ud800").replace("p1", "p2")
+INSTRUCTION_SURROGATE = GOOD_INSTRUCTION.replace("Rest.", "Rest\\ud83d")
 TYPES = "expected O or B-/I- with a type in"
 INSTRUCTION_NO_OUTPUT = '{\n    "instruction": "Answer.",\n    "input": "Hi"\n  }'
 
@@ -106,6 +121,13 @@ CASES = [
     Case("conll-only-docstart", NER, None, "expected token<TAB>tag", "-DOCSTART-\tO\n\n"),
     Case("conll-crlf-error-line-3", NER, 3, "expected one of B, I, O", "the\tO\r\n\r\ncancer\tX\r\n"),
     Case("conll-bom-error-line-2", NER, 2, "expected 2 tab-separated columns", "\ufeffthe\tO\ncancer\n"),
+    Case("conll-nul-in-token", NER, 2, "contains a NUL byte", "the\tO\nca\x00ncer\tB\n"),
+    Case("conll-bom-in-token", NER, 3, "byte-order mark (U+FEFF) after the start", "the\tO\n\ncancer\ufeff\tB\n"),
+    Case("conll-token-###", NER, 2, "holds '###', which the prompt template reserves", "the\tO\n###\tO\n"),
+    Case("conll-token-with-###-inside", NER, 1, "holds '###'", "a###b\tB\n"),
+    Case("conll-token-eos", NER, 2, "holds '</s>'", "the\tO\n</s>\tO\n"),
+    Case("conll-token-eos-inside", NER, 1, "holds '<eos>'", "x<eos>\tO\n"),
+    Case("conll-token-eot", NER, 1, "holds '<|eot_id|>'", "<|eot_id|>\tO\n"),
     # CoNLL, typed (i2b2 2012: PROBLEM, TEST, TREATMENT, CLINICAL_DEPT, EVIDENTIAL, OCCURRENCE).
     Case(
         "typed-I-TEST-after-B-PROBLEM",
@@ -130,6 +152,15 @@ CASES = [
         3,
         "expected one of ['0', '1']",
         f"index\tsentence\tlabel\n0\t{GAD_OK}1\t@GENE$ @DISEASE$\t2\n",
+    ),
+    Case("gad-3-column-line-among-2", GAD, 3, "3 columns, but line 1 has 2; expected one layout", f"{GAD_OK}{GAD_OK}7\t{GAD_OK}"),
+    Case("gad-2-column-line-among-3", GAD, 3, "2 columns, but line 2 has 3", f"index\tsentence\tlabel\n0\t{GAD_OK}{GAD_OK}"),
+    Case(
+        "gad-repeated-index",
+        GAD,
+        4,
+        "duplicate id '1' (also at line 3); expected unique ids",
+        f"index\tsentence\tlabel\n0\t{GAD_OK}1\t{GAD_OK}1\t{GAD_OK.replace('1', '0')}",
     ),
     Case("gad-header-only", GAD, None, "expected sentence<TAB>label", "index\tsentence\tlabel\n"),
     Case(
@@ -163,6 +194,13 @@ CASES = [
         "hoc-two-columns", HOC, 3, "expected 3 tab-separated columns", f"{HOC_HEAD}{HOC_ZERO}\tText.\t1_s0\n{HOC_ZERO}\tMore.\n"
     ),
     Case("hoc-empty-sentence", HOC, 2, "empty sentence; expected", f"{HOC_HEAD}{HOC_ZERO}\t \t1_s0\n"),
+    Case(
+        "hoc-repeated-index",
+        HOC,
+        4,
+        "duplicate id '1_s0' (also at line 2)",
+        f"{HOC_HEAD}{HOC_ZERO}\tText.\t1_s0\n{HOC_ZERO}\tMore.\t1_s1\n{HOC_ZERO}\tAgain.\t1_s0\n",
+    ),
     Case("hoc-header-only", HOC, None, "expected labels<TAB>sentence<TAB>index lines", f"{HOC_HEAD}\n"),
     # MedNLI JSON Lines.
     Case(
@@ -208,6 +246,15 @@ CASES = [
         f'{GOOD_JSONL}\n{{"pairID": {"9" * 5000}}}\n',
         JSONL,
     ),
+    Case("mednli-repeated-pair-id", MEDNLI, 3, "duplicate id 'p1' (also at line 1)", f"{GOOD_JSONL}\n\n{GOOD_JSONL}\n", JSONL),
+    Case(
+        "mednli-lone-surrogate",
+        MEDNLI,
+        2,
+        "field 'sentence2' holds a lone UTF-16 surrogate",
+        f"{GOOD_JSONL}\n{JSONL_SURROGATE}\n",
+        JSONL,
+    ),
     Case("mednli-deep-nesting", MEDNLI, 2, "expected one JSON object per line", f"{GOOD_JSONL}\n{'[' * 100_000}\n", JSONL),
     # PubMedQA PQA-L: the labelled file and the official test ground truth.
     Case("pubmedqa-invalid-json", PUBMEDQA, 3, "expected a JSON object {PMID: record}", f"{{\n  {PQA_OK},\n}}\n", PQA),
@@ -226,6 +273,38 @@ CASES = [
         2,
         "expected yes, no or maybe",
         f"{{\n  {PQA_OK.replace('yes', 'Yes')}\n}}\n",
+        PQA,
+    ),
+    Case(
+        "pubmedqa-repeated-pmid",
+        PUBMEDQA,
+        3,
+        "duplicate key '111' (the last copy would win)",
+        f"{{\n  {PQA_OK},\n  {PQA_OK.replace('yes', 'no')}\n}}\n",
+        PQA,
+    ),
+    Case(
+        "pubmedqa-blank-context",
+        PUBMEDQA,
+        2,
+        "PMID '111': CONTEXTS must be a non-empty list of non-empty strings",
+        f"{{\n  {PQA_BLANK_CONTEXT}\n}}\n",
+        PQA,
+    ),
+    Case(
+        "pubmedqa-empty-contexts-list",
+        PUBMEDQA,
+        2,
+        "CONTEXTS must be a non-empty list",
+        f"{{\n  {PQA_NO_CONTEXTS}\n}}\n",
+        PQA,
+    ),
+    Case(
+        "pubmedqa-lone-surrogate",
+        PUBMEDQA,
+        2,
+        "lone UTF-16 surrogate",
+        f"{{\n  {PQA_SURROGATE}\n}}\n",
         PQA,
     ),
     Case("pubmedqa-pmid-with-newline", PUBMEDQA, 1, "expected yes, no or maybe", f"{{{PQA_NEWLINE_PMID}}}\n", PQA),
@@ -283,6 +362,14 @@ CASES = [
         ARRAY,
     ),
     Case("chat-empty-output", CHAT, 2, "expected a non-empty string", f"[\n{GOOD_INSTRUCTION.replace('Rest.', ' ')}\n]", ARRAY),
+    Case(
+        "chat-lone-surrogate",
+        CHAT,
+        3,
+        "field 'output' holds a lone UTF-16 surrogate",
+        f"[\n  {GOOD_INSTRUCTION},\n  {INSTRUCTION_SURROGATE}\n]\n",
+        ARRAY,
+    ),
     Case("chat-top-level-object", CHAT, 1, "expected a JSON array of objects", GOOD_INSTRUCTION, ARRAY),
     Case("chat-text-after-array", CHAT, 3, "expected the end of file", f"[{GOOD_INSTRUCTION}]\n\n]\n", ARRAY),
     Case("chat-empty-array", CHAT, None, "expected objects with instruction, input, output", "[ ]\n", ARRAY),
@@ -336,6 +423,16 @@ CASES = [
         PARQUET,
     ),
     Case(
+        "released-non-utf8-column-name",
+        _read_released,
+        None,
+        "column names are not valid UTF-8",
+        _parquet({c: ["x"] for c in ("instruction", "input", "output", "source", "zzqq")}, store_schema=False).replace(
+            b"zzqq", b"\xff\xfeqq"
+        ),
+        PARQUET,
+    ),
+    Case(
         "released-empty-output",
         _read_released,
         None,
@@ -353,11 +450,20 @@ def _write(folder: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under `folder` with its bytes (None for what is not a regular file), to show nothing changed."""
+    return {str(p): p.read_bytes() if p.is_file() and not p.is_fifo() else None for p in sorted(folder.rglob("*"))}
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_malformed_input_is_one_clear_line(case: Case, tmp_path: Path) -> None:
     path = _write(tmp_path, case.filename, case.content)
+    if case.read is _read_pubmedqa_test:
+        _write_labelled_pubmedqa(tmp_path)
+    before = _snapshot(tmp_path)
     with pytest.raises(DataFormatError) as info:
         case.read(path)
+    assert _snapshot(tmp_path) == before
     err = info.value
     message = str(err)
     assert "\n" not in message and "\r" not in message, message
@@ -372,6 +478,115 @@ def test_cases_are_distinct() -> None:
     assert len(CASES) >= 24
     assert len({c.id for c in CASES}) == len(CASES)
     assert len({(c.read, c.content) for c in CASES}) == len(CASES)
+
+
+# Files that are not regular, readable files: refused up front by every reader, naming the file.
+
+FILE_READERS = {
+    "conll": (NER, "train.tsv"),
+    "relation": (GAD, "train.tsv"),
+    "hoc": (HOC, "train.tsv"),
+    "jsonl": (MEDNLI, JSONL),
+    "pubmedqa": (PUBMEDQA, PQA),
+    "json-array": (CHAT, ARRAY),
+    "parquet": (_read_released, PARQUET),
+}
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+    (path / "part.tsv").write_text("x\tO\n")
+
+
+def _symlink_loop(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dangling_symlink(path: Path) -> None:
+    path.symlink_to("missing-target")
+
+
+BAD_ENTRIES = {
+    "directory": (_directory, "is a directory; expected a regular data file"),
+    "symlink-loop": (_symlink_loop, "a symbolic link loop"),
+    "fifo": (_fifo, "is not a regular file (a FIFO, socket or device)"),
+    "dangling-symlink": (_dangling_symlink, "file not found"),
+}
+
+
+@pytest.mark.parametrize("reader_name", FILE_READERS)
+@pytest.mark.parametrize("entry", BAD_ENTRIES)
+def test_split_path_that_is_not_a_regular_file(entry: str, reader_name: str, tmp_path: Path) -> None:
+    """A directory named like a split file, a symlink loop, a FIFO (which would block forever), a dangling link."""
+    make, expect = BAD_ENTRIES[entry]
+    read, filename = FILE_READERS[reader_name]
+    path = tmp_path / filename
+    make(path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(DataFormatError) as info:
+        read(path)
+    assert _snapshot(tmp_path) == before
+    assert str(info.value).startswith(f"{path}: ") and expect in str(info.value), str(info.value)
+    assert info.value.line is None and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("reader_name", FILE_READERS)
+def test_unreadable_file_simulated(reader_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the user may not read (simulated: tests run as root, where chmod 000 does not stop reading)."""
+    read, filename = FILE_READERS[reader_name]
+    path = _write(tmp_path, filename, b"content")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(pq, "read_table", lambda source, *a, **k: refuse(Path(source)))
+    with pytest.raises(DataFormatError) as info:
+        read(path)
+    assert str(info.value).startswith(f"{path}: ") and "Permission denied" in str(info.value), str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway; test_unreadable_file_simulated covers it")
+def test_unreadable_file_chmod(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train.tsv", "x\tO\n")
+    path.chmod(0)
+    with pytest.raises(DataFormatError, match="Permission denied") as info:
+        NER(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.parametrize("entry", ["symlink-loop", "dangling-symlink"])
+def test_source_folder_that_is_a_broken_link_is_an_error_not_a_skip(entry: str, tmp_path: Path) -> None:
+    """A source folder that is a symlink loop is an error naming it, not "not found" (which assembly skips)."""
+    folder = tmp_path / "GAD"
+    BAD_ENTRIES[entry][0](folder)
+    with pytest.raises(DataFormatError) as info:
+        get_task("GAD").find_folder(tmp_path)
+    assert str(info.value).startswith(f"{folder}: ") and "expected the source's folder" in str(info.value)
+
+
+def test_source_folder_that_is_a_file(tmp_path: Path) -> None:
+    _write(tmp_path, "GAD", GAD_OK)
+    with pytest.raises(DataFormatError, match="is a file; expected the source's folder"):
+        get_task("GAD").find_folder(tmp_path)
+
+
+def test_truncated_arrow_file_names_it_and_how_to_rebuild(tmp_path: Path) -> None:
+    run = Run(tmp_path / "run")
+    rows = [{"instruction": "i", "input": f"x{k}", "output": "y", "source": "GAD"} for k in range(40)]
+    run.save_data(DatasetDict({"train": Dataset.from_list(rows), "validation": Dataset.from_list(rows[:4])}), pd.DataFrame(), {})
+    arrow = next((run.data_dir / "train").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:-200])
+    before = _snapshot(run.dir)
+    with pytest.raises(DataFormatError) as info:
+        run.dataset()
+    assert _snapshot(run.dir) == before
+    message = str(info.value)
+    assert message.startswith(f"{arrow}: unreadable Arrow data") and "rerun notebooks/01_assemble_instructions.ipynb" in message
 
 
 # Positive cases: ordinary variations that must load.
@@ -428,7 +643,8 @@ def test_hoc_crlf(tmp_path: Path) -> None:
 
 
 def test_jsonl_and_json_with_bom(tmp_path: Path) -> None:
-    assert len(MEDNLI(_write(tmp_path, "mli_test_v1.jsonl", f"\ufeff{GOOD_JSONL}\r\n\r\n{GOOD_JSONL}\r\n"))) == 2
+    lines = f"\ufeff{GOOD_JSONL}\r\n\r\n{GOOD_JSONL.replace('p1', 'p2')}\r\n"
+    assert len(MEDNLI(_write(tmp_path, "mli_test_v1.jsonl", lines))) == 2
     array = f"\ufeff[\r\n {GOOD_INSTRUCTION},\r\n {GOOD_INSTRUCTION}\r\n]\r\n"
     assert len(CHAT(_write(tmp_path, "GenMedGPT-5k.json", array))) == 2
 

@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import functools
+import random
 import string
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medtune_utils.paths import shared_data_dir
 from medtune_utils.prompts import build_prompt
-from medtune_utils.records import MissingSourceError
+from medtune_utils.records import DataFormatError, MissingSourceError
+from medtune_utils.sources.conll import TEMPLATE_MARKERS
 from medtune_utils.tasks import TASKS, Parsed, Task, clean_generation, get_task, task_names
 from medtune_utils.tasks.classification import LabelTask, MultiLabelTask
 from medtune_utils.tasks.freetext import FreeTextTask
@@ -189,10 +195,13 @@ def test_parse_fixed_adversarial_strings(task: Task) -> None:
 
 
 @st.composite
-def _iob2_sentence(draw: st.DrawFn, entity_types: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Tokens from a small vocabulary (so mentions repeat) with valid IOB2 tags."""
+def _iob2_sentence(
+    draw: st.DrawFn, entity_types: tuple[str, ...], token_lists: st.SearchStrategy[list[str]] | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Tokens (default: from a small vocabulary, so mentions repeat) with valid IOB2 tags."""
     vocabulary = ["cancer", "breast", "IL", "-", "2", "of", "the", ":", "B", "O", ".", "None", "none.", "p53", "(", "x"]
-    tokens = draw(st.lists(st.sampled_from(vocabulary), min_size=1, max_size=15))
+    default = st.lists(st.sampled_from(vocabulary), min_size=1, max_size=15)
+    tokens = draw(token_lists if token_lists is not None else default)
     tags: list[str] = []
     for _ in tokens:
         previous = tags[-1] if tags else "O"
@@ -219,6 +228,85 @@ def test_ner_round_trip_on_random_sentences(task: NerTask, data: st.DataObject) 
     tokens, tags = data.draw(_iob2_sentence(task.entity_types))
     input_text = " ".join(tokens)
     assert task.parse(task.format_tags(tokens, tags), input_text) == Parsed(tags, True)
+
+
+ADVERSARIAL_TOKENS = [
+    "###",
+    "###Response:",
+    "Response:",
+    "a###b",
+    "</s>",
+    "x</s>",
+    "<eos>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "\ufeffx",
+    "x\x00",
+] + ["[occurrence", "1]", "2]", "0]", "None", "none.", "NONE", ":", "O", "B", "I", "(", ")", "(PROBLEM)", "(TEST)", "x"]
+REAL_FALLBACK = ["breast", "cancer", "IL", "-", "2", "of", "the", "p53", ".", ",", "BRCA1", "(", ")"]
+
+
+@functools.cache
+def _real_tokens() -> list[str]:
+    """Distinct tokens of the NCBI-disease devel set in ../shared/data (a small fallback vocabulary when absent)."""
+    folder = shared_data_dir() / "NCBI-disease"
+    if not folder.is_dir():
+        return REAL_FALLBACK
+    return sorted({token for record in get_task("NCBI-disease").load(folder, "devel") for token in record.tokens})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", [t for t in NER_TASKS if t.name in {"NCBI-disease", "i2b2-2012"}], ids=_task_id)
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_ner_reader_and_formatter_round_trip_real_and_adversarial_tokens(task: NerTask, data: st.DataObject) -> None:
+    """Each token sequence the reader accepts formats and parses back to its tags; the reader refuses only template markers.
+
+    Tokens come from the real NCBI-disease devel set plus tokens that collide with the answer format or the prompt
+    template (`###`, `</s>`, `<eos>`, a mention ending like `[occurrence N]`, `None`, type suffixes, a BOM, a NUL).
+    """
+    token = st.one_of(st.sampled_from(_real_tokens()), st.sampled_from(ADVERSARIAL_TOKENS))
+    tokens, tags = data.draw(_iob2_sentence(task.entity_types, st.lists(token, min_size=1, max_size=15)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "test.tsv"
+        lines = "".join(f"{tok}\t{tag}\n" for tok, tag in zip(tokens, tags))
+        path.write_text(f"-DOCSTART-\tO\n\n{lines}", encoding="utf-8")  # a leading BOM would be the file's own
+        try:
+            (record,) = task.read_file(path, "x/")
+        except DataFormatError as err:
+            assert err.path == str(path) and err.line is not None, str(err)
+            assert any(marker in tokens[err.line - 3] for marker in (*TEMPLATE_MARKERS, "\ufeff", "\x00")), str(err)
+            return
+    assert (record.tokens, record.tags) == (tokens, tags)
+    input_text, output = task.to_example(record)
+    assert task.parse(output, input_text) == Parsed(tags, True), output
+
+
+@pytest.mark.parametrize("fmt", NER_FORMATS)
+def test_junk_answer_against_a_long_input_parses_in_linear_time(fmt: str) -> None:
+    """A 100 KB answer of junk lines against a 16,700-token input (took 55 s and 200 s with quadratic parsing)."""
+    rng = random.Random(0)
+    words = [f"w{k}" for k in range(3000)] + ["the", "of", "cancer", "-", "IL", "2"] * 200
+    input_text = " ".join(rng.choice(words) for _ in range(16_700))
+    if fmt == "lines":
+        answer = "\n".join(f"{rng.choice(words)} : {rng.choice('BIO')}" for _ in range(12_000))
+    else:
+        answer = "\n".join(rng.choice(words) + ("" if k % 2 else "-absent") for k in range(20_000))
+    task = get_task("NCBI-disease", fmt)
+    started = time.perf_counter()
+    parsed = task.parse(answer[:100_000], input_text)
+    assert time.perf_counter() - started < 3.0
+    assert len(parsed.value) == 16_700 and not parsed.well_formed
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_mention_that_ends_like_an_occurrence_marker_gets_an_explicit_one(typed: bool) -> None:
+    task = get_task("i2b2-2012" if typed else "NCBI-disease", "entities")
+    tokens = ("x", "and", "x", "[occurrence", "2]")
+    tags = ("O", "O") + (("B-TEST", "I-TEST", "I-TEST") if typed else ("B", "I", "I"))
+    output = task.format_tags(tokens, tags)
+    assert output == ("x [occurrence 2] (TEST)" if typed else "x [occurrence 2] [occurrence 1]")
+    assert task.parse(output, " ".join(tokens)) == Parsed(tags, True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

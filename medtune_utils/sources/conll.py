@@ -9,13 +9,15 @@ from ..records import DataFormatError, NerRecord
 from .text import read_lines
 
 UNTYPED_TAGS = frozenset({"B", "I", "O"})
+TEMPLATE_MARKERS = ("###", "</s>", "<eos>", "<|endoftext|>", "<|eot_id|>")
+"""Strings that the prompt template and answer cleaning treat specially; a token holding one cannot round-trip."""
 
 
 def read_conll(path: Path, id_prefix: str, entity_types: Iterable[str] | None = None) -> list[NerRecord]:
     """Read IOB2 sentences. Untyped (`B/I/O`) when `entity_types` is None, else `B-TYPE/I-TYPE/O`.
 
-    Checks every line: two tab-separated columns, a token without whitespace, a known tag, and IOB2
-    order (an `I` must continue an entity of the same type).
+    Checks every line: two tab-separated columns, a token without whitespace or template markers, a known
+    tag, and IOB2 order (an `I` must continue an entity of the same type).
     """
     types = frozenset(entity_types) if entity_types is not None else None
     records: list[NerRecord] = []
@@ -43,8 +45,7 @@ def read_conll(path: Path, id_prefix: str, entity_types: Iterable[str] | None = 
                 path, number, f"expected 2 tab-separated columns (token<TAB>tag), found {len(columns)}: {line[:60]!r}"
             )
         token, tag = columns[0], columns[1].strip()
-        if not token or any(ch.isspace() for ch in token):
-            raise DataFormatError(path, number, f"expected a token without whitespace, found {token!r}")
+        _check_token(path, number, token)
         _check_tag(path, number, tag, tags[-1] if tags else "O", types)
         tokens.append(token)
         tags.append(tag)
@@ -52,6 +53,16 @@ def read_conll(path: Path, id_prefix: str, entity_types: Iterable[str] | None = 
     if not records:
         raise DataFormatError(path, None, "no sentences found; expected token<TAB>tag lines")
     return records
+
+
+def _check_token(path: Path, number: int, token: str) -> None:
+    """A token must be non-empty, without whitespace, and free of the template's markers (it could not round-trip)."""
+    if not token or any(ch.isspace() for ch in token):
+        raise DataFormatError(path, number, f"expected a token without whitespace, found {token!r}")
+    marker = next((m for m in TEMPLATE_MARKERS if m in token), None)
+    if marker is not None:
+        message = f"token {token!r} holds {marker!r}, which the prompt template reserves; expected a token without it"
+        raise DataFormatError(path, number, message)
 
 
 def _check_tag(path: Path, number: int, tag: str, previous: str, types: frozenset[str] | None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..records import DataFormatError, MultiLabelRecord
-from .text import read_lines
+from .text import check_unique_id, read_lines
 
 HEADER = ("labels", "sentence", "index")
 
@@ -21,6 +21,7 @@ def read_hoc(path: Path, id_prefix: str, class_names: Sequence[str]) -> list[Mul
         raise DataFormatError(path, 1, f"expected the header {'<TAB>'.join(HEADER)}, found {lines[0][:60]!r}")
     n = len(class_names)
     records: list[MultiLabelRecord] = []
+    seen: dict[str, int | None] = {}
     for number, line in enumerate(lines[1:], start=2):
         columns = line.split("\t")
         if len(columns) != 3:
@@ -43,6 +44,7 @@ def read_hoc(path: Path, id_prefix: str, class_names: Sequence[str]) -> list[Mul
             raise DataFormatError(path, number, f"index {index!r}: expected PMID_sN")
         if not sentence.strip():
             raise DataFormatError(path, number, "empty sentence; expected labels<TAB>sentence<TAB>index")
+        check_unique_id(path, number, index.strip(), seen)
         records.append(MultiLabelRecord(f"{id_prefix}{index.strip()}", sentence.strip(), tuple(chosen), pmid))
     if not records:
         raise DataFormatError(path, None, "no sentences after the header; expected labels<TAB>sentence<TAB>index lines")

@@ -23,11 +23,35 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
         yield number, obj
 
 
+class _DuplicateKeyError(ValueError):
+    """A key repeated within one JSON object."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook that refuses repeated keys (json keeps the last one silently)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKeyError(key)
+        obj[key] = value
+    return obj
+
+
 def load_json(path: Path, expected: str = "one JSON document") -> tuple[str, Any]:
-    """Parse a whole JSON file; a syntax error names its line and `expected` (what the file should hold)."""
+    """Parse a whole JSON file; a syntax error or a repeated key names its line and `expected` (what the file should hold)."""
     text = read_text(path)
     try:
-        return text, json.loads(text)
+        return text, json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKeyError as exc:
+        needle = json.dumps(exc.key, ensure_ascii=False)
+        second = text.find(needle, text.find(needle) + 1)
+        line = line_of(text, second) if second >= 0 else None
+        message = f"duplicate key {exc.key!r} (the last copy would win); expected {expected} with unique keys"
+        raise DataFormatError(path, line, message) from None
     except (ValueError, RecursionError) as exc:
         raise DataFormatError(path, _error_line(exc), f"invalid JSON ({_reason(exc)}); expected {expected}") from None
 
@@ -77,6 +101,17 @@ def require_str_fields(path: Path, line: int, obj: Any, fields: tuple[str, ...],
             raise DataFormatError(path, line, f"field {name!r} must be a string, found {type(value).__name__}")
         if not value.strip() and name not in allow_empty:
             raise DataFormatError(path, line, f"field {name!r} is empty; expected a non-empty string")
+        if not is_encodable(value):
+            raise DataFormatError(path, line, f"field {name!r} holds a lone UTF-16 surrogate escape; expected valid Unicode text")
+
+
+def is_encodable(value: str) -> bool:
+    """Whether `value` is valid Unicode (no lone surrogate such as a JSON `\\ud800` escape), so Arrow can store it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _error_line(exc: ValueError | RecursionError) -> int | None:

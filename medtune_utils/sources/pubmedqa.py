@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import DataFormatError, QaRecord
-from .jsonutil import load_json
+from .jsonutil import is_encodable, load_json
 from .text import line_of
 
 ANSWERS = ("yes", "no", "maybe")
@@ -19,7 +19,7 @@ def read_pubmedqa(path: Path, id_prefix: str) -> dict[str, QaRecord]:
         raise DataFormatError(path, 1, "expected a non-empty JSON object {PMID: record}")
     records: dict[str, QaRecord] = {}
     for pmid, rec in data.items():
-        problem = _record_problem(rec)
+        problem = _record_problem(rec) if is_encodable(pmid) else "the PMID holds a lone UTF-16 surrogate escape"
         if problem:
             raise DataFormatError(path, _line_of_key(text, pmid), f"PMID {pmid!r}: {problem}")
         context = "\n\n".join(c.strip() for c in rec["CONTEXTS"])
@@ -52,8 +52,10 @@ def _record_problem(rec: Any) -> str | None:
     question, contexts, answer = rec["QUESTION"], rec["CONTEXTS"], rec["final_decision"]
     if not isinstance(question, str) or not question.strip():
         return "QUESTION must be a non-empty string"
-    if not isinstance(contexts, list) or not contexts or not all(isinstance(c, str) for c in contexts):
-        return "CONTEXTS must be a non-empty list of strings"
+    if not isinstance(contexts, list) or not contexts or not all(isinstance(c, str) and c.strip() for c in contexts):
+        return "CONTEXTS must be a non-empty list of non-empty strings"
+    if not all(is_encodable(s) for s in [question, *contexts]):
+        return "QUESTION or CONTEXTS hold a lone UTF-16 surrogate escape; expected valid Unicode text"
     if answer not in ANSWERS:
         return f"unknown final_decision {answer!r}; expected yes, no or maybe"
     return None

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..records import DataFormatError, RelationRecord
-from .text import read_lines
+from .text import check_unique_id, read_lines
 
 HEADER = ("index", "sentence", "label")
 
@@ -29,18 +29,22 @@ def read_relation_tsv(
     while lines and not lines[-1].strip():
         lines.pop()
     start = 1 if tuple(c.strip().lower() for c in lines[0].split("\t")) == HEADER else 0
+    layout: tuple[int, int] | None = None  # (column count, first line with it)
+    seen: dict[str, int | None] = {}
     for number, line in enumerate(lines[start:], start=start + 1):
         if not line.strip():
             raise DataFormatError(path, number, "blank line; expected sentence<TAB>label")
         columns = line.split("\t")
-        if len(columns) == 2:
-            native_id, sentence, raw = str(len(records)), columns[0], columns[1]
-        elif len(columns) == 3:
-            native_id, sentence, raw = columns
-        else:
+        if len(columns) not in (2, 3):
             raise DataFormatError(
                 path, number, f"expected 2 columns (sentence, label) or 3 (index, sentence, label), found {len(columns)}"
             )
+        layout = layout or (len(columns), number)
+        if len(columns) != layout[0]:
+            message = f"{len(columns)} columns, but line {layout[1]} has {layout[0]}; expected one layout for the whole file"
+            raise DataFormatError(path, number, message)
+        native_id, sentence, raw = (str(len(records)), *columns) if len(columns) == 2 else columns
+        check_unique_id(path, number, native_id.strip(), seen)
         raw = raw.strip()
         if raw not in labels:
             raise DataFormatError(path, number, f"unknown label {raw!r}; expected one of {sorted(labels)}")

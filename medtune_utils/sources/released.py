@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records import DataFormatError, InstructionRecord
+from .text import check_regular_file
 
 COLUMNS = ("instruction", "input", "output", "source")
 
@@ -13,6 +14,7 @@ def read_released(path: Path, id_prefix: str) -> list[InstructionRecord]:
     """Read one parquet split; every column must be present and `instruction`/`output` non-empty."""
     import pyarrow.parquet as pq
 
+    check_regular_file(path)
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as exc:
@@ -20,7 +22,11 @@ def read_released(path: Path, id_prefix: str) -> list[InstructionRecord]:
         expected = ", ".join(COLUMNS)
         message = f"not a readable parquet file ({reason}); expected parquet with columns {expected}"
         raise DataFormatError(path, None, message) from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise DataFormatError(path, None, f"column names are not valid UTF-8; expected columns {', '.join(COLUMNS)}") from None
+    missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise DataFormatError(path, None, f"missing columns {missing}; expected {', '.join(COLUMNS)}")
     columns = {c: table.column(c).to_pylist() for c in COLUMNS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +17,7 @@ from .base import Task
 
 NONE_ANSWER = "None"
 _OCCURRENCE = re.compile(r"\s\[occurrence (\d{1,6})\]$")
+ALIGN_WINDOW = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +41,7 @@ class NerTask(Task):
             return ("B", "I", "O")
         return ("O",) + tuple(f"{p}-{t}" for t in self.entity_types for p in "BI")
 
-    def read_file(self, path: Path, id_prefix: str) -> list[NerRecord]:
+    def read_default(self, path: Path, id_prefix: str) -> list[NerRecord]:
         return read_conll(path, id_prefix, self.entity_types or None)
 
     def to_example(self, record: NerRecord) -> tuple[str, str]:
@@ -92,19 +93,72 @@ def entity_spans(tags: tuple[str, ...] | list[str]) -> list[tuple[int, int, str]
     return spans
 
 
-def _occurrences(tokens: list[str] | tuple[str, ...], mention: list[str]) -> list[int]:
-    n = len(mention)
-    return [j for j in range(len(tokens) - n + 1) if list(tokens[j : j + n]) == mention]
+class _TokenIndex:
+    """Where tokens, mentions and spacing-free spellings occur in one input; each is looked up once, so parsing is linear."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self.tokens = tokens
+        self.positions: dict[str, list[int]] = {}
+        self.lowered: dict[str, list[int]] = {}
+        for i, token in enumerate(tokens):
+            self.positions.setdefault(token, []).append(i)
+            self.lowered.setdefault(token.lower(), []).append(i)
+        self.longest = max((len(token) for token in tokens), default=0)
+        self._starts: dict[tuple[str, ...], list[int]] = {}
+        self._spellings: dict[str, list[tuple[int, int]]] = {}
+
+    def starts(self, mention: Sequence[str]) -> list[int]:
+        """The sorted starts of every occurrence of `mention`, anchored on its rarest token."""
+        key = tuple(mention)
+        if key not in self._starts:
+            offset = min(range(len(key)), key=lambda k: len(self.positions.get(key[k], ())))
+            n = len(key)
+            candidates = (p - offset for p in self.positions.get(key[offset], ()))
+            self._starts[key] = [j for j in candidates if j >= 0 and tuple(self.tokens[j : j + n]) == key]
+        return self._starts[key]
+
+    def first_start(self, mention: Sequence[str], cursor: int) -> int | None:
+        """The first occurrence of `mention` at or after `cursor`."""
+        starts = self.starts(mention)
+        k = bisect.bisect_left(starts, cursor)
+        return starts[k] if k < len(starts) else None
+
+    def spelled(self, target: str, cursor: int) -> tuple[int, int] | None:
+        """The first span at or after `cursor` (then from the start) whose lowercased tokens, joined, are `target`."""
+        if target not in self._spellings:
+            self._spellings[target] = self._spans_spelling(target)
+        spans = self._spellings[target]
+        if not spans:
+            return None
+        k = bisect.bisect_left(spans, (cursor, 0))
+        return spans[k] if k < len(spans) else spans[0]
+
+    def _spans_spelling(self, target: str) -> list[tuple[int, int]]:
+        """Every span spelling `target`, tried only from tokens that are a prefix of it."""
+        begins = sorted(b for size in range(1, min(len(target), self.longest) + 1) for b in self.lowered.get(target[:size], ()))
+        spans = []
+        for begin in begins:
+            joined, end = "", begin
+            while end < len(self.tokens) and len(joined) < len(target):
+                joined += self.tokens[end].lower()
+                end += 1
+                if not target.startswith(joined):
+                    break
+            if joined == target:
+                spans.append((begin, end))
+        return spans
 
 
 def _format_entities(tokens: tuple[str, ...], tags: tuple[str, ...], typed: bool) -> str:
+    """One mention per line; an occurrence number where the mention is not the first after the last, or could be misread."""
+    index = _TokenIndex(tokens)
     lines, cursor = [], 0
     for start, end, kind in entity_spans(tags):
-        mention = list(tokens[start:end])
+        mention = tokens[start:end]
         line = " ".join(mention) + (f" ({kind})" if typed else "")
-        starts = _occurrences(tokens, mention)
-        if next(j for j in starts if j >= cursor) != start or line.lower() in {"none", "none."}:
-            line += f" [occurrence {starts.index(start) + 1}]"
+        ambiguous = line.lower() in {"none", "none."} or _OCCURRENCE.search(line) is not None
+        if index.first_start(mention, cursor) != start or ambiguous:
+            line += f" [occurrence {bisect.bisect_left(index.starts(mention), start) + 1}]"
         lines.append(line)
         cursor = end
     return "\n".join(lines) if lines else NONE_ANSWER
@@ -122,11 +176,46 @@ def _tags_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> tu
     if len(pairs) == len(tokens):
         return tuple(tag for _, tag in pairs)
     predicted = ["O"] * len(tokens)
-    matcher = difflib.SequenceMatcher(None, tokens, [token for token, _ in pairs], autojunk=False)
-    for block in matcher.get_matching_blocks():
-        for k in range(block.size):
-            predicted[block.a + k] = pairs[block.b + k][1]
+    for i, j in _align(tokens, [token for token, _ in pairs]):
+        predicted[i] = pairs[j][1]
     return tuple(predicted)
+
+
+def _align(tokens: Sequence[str], written: Sequence[str], window: int = ALIGN_WINDOW) -> list[tuple[int, int]]:
+    """Pairs `(input index, answer index)` of equal tokens, in order, in linear time.
+
+    The common prefix and suffix match as they stand; in between, each written token matches the next input
+    position holding it, at most `window` ahead, and only when the following written token matches too (so one
+    stray common word does not skip part of the input).
+    """
+    n, m = len(tokens), len(written)
+    head = 0
+    while head < min(n, m) and tokens[head] == written[head]:
+        head += 1
+    tail = 0
+    while tail < min(n, m) - head and tokens[n - 1 - tail] == written[m - 1 - tail]:
+        tail += 1
+    pairs = [(k, k) for k in range(head)]
+    index = _TokenIndex(tokens[: n - tail])
+    cursor = head
+    for j in range(head, m - tail):
+        i = _next_match(index, written, j, cursor, window, n - tail)
+        if i is not None:
+            pairs.append((i, j))
+            cursor = i + 1
+    return pairs + [(n - tail + k, m - tail + k) for k in range(tail)]
+
+
+def _next_match(index: _TokenIndex, written: Sequence[str], j: int, cursor: int, window: int, limit: int) -> int | None:
+    """Where written token `j` matches at or after `cursor`: right there, or within `window` when `j + 1` also matches."""
+    positions = index.positions.get(written[j], [])
+    for k in range(bisect.bisect_left(positions, cursor), len(positions)):
+        i = positions[k]
+        if i > cursor + window:
+            return None
+        if i == cursor or j + 1 == len(written) or (i + 1 < limit and index.tokens[i + 1] == written[j + 1]):
+            return i
+    return None
 
 
 def _tags_from_entities(answer: str, tokens: list[str], entity_types: tuple[str, ...]) -> tuple[str, ...]:
@@ -134,7 +223,7 @@ def _tags_from_entities(answer: str, tokens: list[str], entity_types: tuple[str,
     predicted = ["O"] * len(tokens)
     if answer.lower() in {"none", "none."}:
         return tuple(predicted)
-    cursor = 0
+    cursor, index = 0, _TokenIndex(tokens)
     type_pattern = re.compile(r"\s\((" + "|".join(map(re.escape, entity_types)) + r")\)$") if entity_types else None
     for line in answer.split("\n"):
         text = line.strip()
@@ -147,7 +236,7 @@ def _tags_from_entities(answer: str, tokens: list[str], entity_types: tuple[str,
             if typed is None:
                 continue
             kind, text = typed.group(1), text[: typed.start()]
-        span = _locate(tokens, text.split(), cursor, int(occurrence.group(1)) if occurrence else None)
+        span = _locate(index, text.split(), cursor, int(occurrence.group(1)) if occurrence else None)
         if span is None or any(tag != "O" for tag in predicted[span[0] : span[1]]):
             continue
         start, end = span
@@ -157,26 +246,17 @@ def _tags_from_entities(answer: str, tokens: list[str], entity_types: tuple[str,
     return tuple(predicted)
 
 
-def _locate(tokens: list[str], mention: list[str], cursor: int, occurrence: int | None) -> tuple[int, int] | None:
+def _locate(index: _TokenIndex, mention: list[str], cursor: int, occurrence: int | None) -> tuple[int, int] | None:
     """Where a mention sits: its numbered occurrence, else the first at or after the cursor.
 
     Falls back to a case- and spacing-insensitive match (a model may write `IL-2` for `IL - 2`).
     """
     if not mention:
         return None
-    starts = _occurrences(tokens, mention)
+    starts = index.starts(mention)
     if occurrence is not None and 0 < occurrence <= len(starts):
         return starts[occurrence - 1], starts[occurrence - 1] + len(mention)
-    after = [j for j in starts if j >= cursor]
-    if after:
-        return after[0], after[0] + len(mention)
-    target = "".join(mention).lower()
-    for begin in list(range(cursor, len(tokens))) + list(range(0, cursor)):
-        joined = ""
-        for end in range(begin, len(tokens)):
-            joined += tokens[end].lower()
-            if joined == target:
-                return begin, end + 1
-            if not target.startswith(joined):
-                break
-    return None
+    first = index.first_start(mention, cursor)
+    if first is not None:
+        return first, first + len(mention)
+    return index.spelled("".join(mention).lower(), cursor)
