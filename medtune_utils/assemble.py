@@ -96,17 +96,18 @@ def to_row(task: Task, record: Record, seed: int, split: str) -> dict[str, str]:
 
 
 def run_assembly(profile: Profile, run_dir: str | Path, tokenizer: str | None = None) -> Assembly:
-    """Notebook 01's job: assemble, add token lengths, save to `<run_dir>/data/`, record the step."""
+    """Notebook 01's job: assemble, add token lengths, save to `<run_dir>/data/`, record the step (holding the run's lock)."""
     from .modeling import tokenizer_for_stats
 
-    assembly = assemble(profile.data, profile.seed)
-    texts = (training_text(row) for row in assembly.dataset["train"])
-    stats_tokenizer = tokenizer_for_stats(profile, texts, tokenizer)
-    if stats_tokenizer is not None:
-        assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, stats_tokenizer), on=["source", "split"])
     run = Run(run_dir)
-    assembly.save_to(run)
-    run.record_step("assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
+    with run.lock("assemble"):
+        assembly = assemble(profile.data, profile.seed)
+        texts = (training_text(row) for row in assembly.dataset["train"])
+        stats_tokenizer = tokenizer_for_stats(profile, texts, tokenizer)
+        if stats_tokenizer is not None:
+            assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, stats_tokenizer), on=["source", "split"])
+        assembly.save_to(run)
+        run.record_step("assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
     return assembly
 
 

@@ -46,11 +46,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "save_steps": 500,
     "save_total_limit": 2,
     "resume": True,
+    "on_too_long": "drop",
     "dataloader_num_workers": 0,
     "report_to": None,
 }
-# `train` keys that are not SFTConfig fields: resume from the last checkpoint; warmup as a fraction of the steps.
-TRAIN_OWN: dict[str, type] = {"resume": bool, "warmup_ratio": float}
+# `train` keys that are not SFTConfig fields: resume from the last checkpoint; warmup as a fraction of the steps;
+# what to do with training rows longer than `max_length` (`drop`: train on what fits, counted in stats.csv; `fail`: stop).
+TRAIN_OWN: dict[str, type] = {"resume": bool, "warmup_ratio": float, "on_too_long": str}
 # SFTConfig fields whose null means "decide from the hardware" in `train.sft_config`.
 TRAIN_AUTO = ("bf16", "gradient_checkpointing", "use_liger_kernel", "report_to")
 # SFTConfig fields that `train.sft_config` sets itself, and how: a profile may not set them.

@@ -96,6 +96,12 @@ def evaluate(profile: Profile, run_dir: str | Path, models: list[str] | None = N
     """Generate with each model on the same rows, parse, score; replace each model's predictions and the scores."""
     run = Run(run_dir)
     run.check_upstream("evaluate", profile)
+    with run.lock("evaluate"):
+        return _evaluate(profile, run, models, progress)
+
+
+def _evaluate(profile: Profile, run: Run, models: list[str] | None, progress: bool) -> dict[str, Any]:
+    """`evaluate` under the run's lock."""
     data = run.dataset()
     rows = select_rows(data["validation"], profile)
     if not rows:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# What an interrupted `atomic_path` / `atomic_dir` leaves: `.NAME.<8 random>.tmp`, and `.NAME.old` (the folder being replaced).
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+OLD_NAME = re.compile(r"^\.(.+)\.old$")
 
 
 @contextmanager
@@ -71,6 +79,34 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def clean_interrupted_writes(folders: Iterable[Path]) -> list[Path]:
+    """Remove what killed atomic writes left in `folders`; restore a `.NAME.old` folder whose NAME is gone.
+
+    `atomic_dir` renames NAME to `.NAME.old` before moving the new folder in: a kill in between leaves only the old.
+    Call it only where no live writer can be at work (e.g. while holding the run folder's lock).
+    """
+    removed = []
+    for folder in folders:
+        for item in sorted(folder.iterdir()) if folder.is_dir() else []:
+            old = OLD_NAME.match(item.name)
+            if TEMP_NAME.match(item.name) or (old and item.with_name(old[1]).exists()):
+                _remove(item)
+                removed.append(item)
+            elif old and item.is_dir():
+                item.rename(item.with_name(old[1]))
+                log.warning("restored %s from %s (a replacement was interrupted)", old[1], item)
+    if removed:
+        log.warning("removed %d temporary file(s) left by an interrupted run: %s", len(removed), [p.name for p in removed])
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def settings_hash(value: Any) -> str:

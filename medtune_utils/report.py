@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures, tables
-from .paths import resolve
+from .paths import repo_root, resolve
 from .run import Run
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAPER_RESULTS = "data/reference/paper_results.csv"
+REPO_FIGURES = "figures"  # committed to git: never render a credentialed source's text here
 MAIN_CAPTION = "Main results: the paper's numbers beside ours (percent; 95% bootstrap intervals in brackets; splits named)."
 REPORT_ITEMS = (
     "main_results",
@@ -182,9 +183,27 @@ def first_stats(runs: Iterable[RunLike]) -> pd.DataFrame:
     return next((stats for run in as_runs(runs) if not (stats := run.stats()).empty), pd.DataFrame())
 
 
-def sample_examples(run: RunLike) -> pd.DataFrame:
-    """One NER and one RE example (the paper's Figures 4 and 5), else whatever sources exist."""
+def is_public(source: str) -> bool:
+    """Whether a source's text may be shown in committed files: a registered source that is not credentialed."""
+    from .tasks import TASKS
+
+    return source in TASKS and not TASKS[source].credentialed
+
+
+def in_repository_figures(out_dir: str | Path) -> bool:
+    """Whether `out_dir` is (inside) the repository's committed `figures/` folder."""
+    return resolve(out_dir).is_relative_to(repo_root() / REPO_FIGURES)
+
+
+def sample_examples(run: RunLike, public_only: bool = False) -> pd.DataFrame:
+    """One NER and one RE example (the paper's Figures 4 and 5), else whatever sources exist.
+
+    `public_only` leaves out credentialed sources (MedNLI, i2b2) and unregistered ones: their licensed text must never
+    reach a committed file.
+    """
     examples = tables.side_by_side(run, per_source=1)
+    if public_only and not examples.empty:
+        examples = examples[examples.source.map(is_public).astype(bool)].reset_index(drop=True)
     if examples.empty:
         return examples
     from .tasks import TASKS
@@ -208,7 +227,8 @@ def build_report(
 
     With no run folders at all, only what the paper's numbers alone make is written (the main table and the
     results figure), so that `figures/` never holds placeholders. `only` restricts the output to the named
-    tables and figures (e.g. `composition` for a run that has assembled data but no model yet).
+    tables and figures (e.g. `composition` for a run that has assembled data but no model yet). Into the repository's
+    `figures/`, the sample outputs show public sources only (a run's own figures folder shows every source).
     """
     unknown = sorted(set(only or ()) - set(REPORT_ITEMS))
     if unknown:
@@ -222,7 +242,7 @@ def build_report(
         if name in wanted:
             report.tables[name] = make()
             report.files += tables.save_table(report.tables[name], out_dir, name, caption)
-    for name, plot in _figures(runs, ours, paper).items():
+    for name, plot in _figures(runs, ours, paper, in_repository_figures(out_dir)).items():
         if name in wanted:
             report.files += figures.save_figure(plot(), out_dir, name)
     return report
@@ -253,8 +273,10 @@ def _tables(runs: list[Run], ours: pd.DataFrame, paper: pd.DataFrame) -> dict[st
     }
 
 
-def _figures(runs: list[Run], ours: pd.DataFrame, paper: pd.DataFrame) -> dict[str, Callable[[], Figure]]:
-    """Each figure's maker; with no runs, only the results figure."""
+def _figures(
+    runs: list[Run], ours: pd.DataFrame, paper: pd.DataFrame, public_only: bool = False
+) -> dict[str, Callable[[], Figure]]:
+    """Each figure's maker; with no runs, only the results figure; sample outputs of public sources only if asked."""
     made = {"results": lambda: figures.plot_results(ours, paper)}
     if not runs:
         return made
@@ -263,7 +285,7 @@ def _figures(runs: list[Run], ours: pd.DataFrame, paper: pd.DataFrame) -> dict[s
         "gains": lambda: figures.plot_gains(collect_comparisons(runs)),
         "training_curves": lambda: figures.plot_training_curves(collect_train_logs(runs)),
         "generation_lengths": lambda: figures.plot_generation_lengths(collect_predictions(runs)),
-        "sample_outputs": lambda: figures.plot_sample_outputs(sample_examples(runs[0])),
+        "sample_outputs": lambda: figures.plot_sample_outputs(sample_examples(runs[0], public_only)),
     }
 
 

@@ -9,15 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .config import ConfigError, Profile, load_profile, load_yaml, save_profile
-from .io import atomic_dir, read_jsonl, settings_hash, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from .io import (
+    atomic_dir,
+    clean_interrupted_writes,
+    read_jsonl,
+    settings_hash,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
+from .locking import exclusive_lock, lock_holder
 from .paths import resolve
+from .records import DataFormatError
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -39,6 +50,7 @@ PREDICTIONS = "predictions"
 SCORES = "scores.json"
 FIGURES = "figures"
 NOTEBOOKS = "notebooks"
+LOCK = ".lock"
 SPLITS = ("train", "validation")
 
 # Which profile sections each step's outputs depend on, and the step each one reads from.
@@ -124,6 +136,42 @@ class Run:
             return str(self.model_dir)
         return name
 
+    # ------------------------------------------------------------ lock and crash debris
+
+    @property
+    def lock_path(self) -> Path:
+        return self.dir / LOCK
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """Who holds (or last held without releasing) the lock: pid, host, step, since; None when free."""
+        return lock_holder(self.lock_path)
+
+    @contextmanager
+    def lock(self, step: str, active: bool = True) -> Iterator[None]:
+        """Hold the run folder's exclusive lock while `step` runs, after cleaning the debris of interrupted writes.
+
+        A second process stops at once with `RunLockedError` naming the holder; a lock left by a killed process is
+        taken over with a warning (`medtune_utils.locking`). Re-entrant within a process. `active=False` (the other
+        ranks of a launch, whose main process holds it) skips it.
+        """
+        if not active:
+            yield
+            return
+        with exclusive_lock(self.lock_path, step, self.dir) as taken:
+            if taken:
+                self.clean_stale_temps()
+            yield
+
+    def clean_stale_temps(self) -> list[Path]:
+        """Remove what interrupted atomic writes left in the folders the locked steps write (call it holding the lock).
+
+        `figures/` and `notebooks/` are left alone: the report and the pipeline write there without the lock.
+        """
+        predictions = self.dir / PREDICTIONS
+        folders = [self.dir, self.data_dir, self.checkpoints_dir, predictions]
+        folders += [p for p in predictions.glob("*") if p.is_dir() and not p.name.startswith(".")]
+        return clean_interrupted_writes(folders)
+
     # ------------------------------------------------------------ profile and environment
 
     def config(self) -> dict[str, Any]:
@@ -195,19 +243,35 @@ class Run:
         return (self.data_dir / DATASET_MARKER).is_file()
 
     def dataset(self) -> DatasetDict:
-        """The instruction dataset, with a clear error when notebook 01 has not run."""
+        """The instruction dataset, with a clear error when notebook 01 has not run or its Arrow files are damaged."""
         from datasets import load_from_disk
 
         if not self.has_data():
             raise FileNotFoundError(
                 f"no instruction dataset in {self.data_dir}: run notebooks/01_assemble_instructions.ipynb first"
             )
-        return load_from_disk(str(self.data_dir))
+        try:
+            return load_from_disk(str(self.data_dir))
+        except (OSError, ValueError) as exc:
+            reason = " ".join(str(exc).split())
+            message = f"unreadable Arrow data ({reason}); rebuild it: rerun notebooks/01_assemble_instructions.ipynb"
+            raise DataFormatError(_damaged_arrow_file(self.data_dir), None, message) from exc
 
     def stats(self) -> pd.DataFrame:
         """Rows and lengths per source and split (`stats.csv`); empty before notebook 01."""
         path = self.data_dir / STATS
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+    def update_stats(self, counts: pd.DataFrame) -> None:
+        """Set the columns of `counts` in `stats.csv`, matched on source and split (0 for rows `counts` lacks)."""
+        stats = self.stats()
+        if stats.empty:
+            return
+        keys = ["source", "split"]
+        added = [c for c in counts.columns if c not in keys]
+        merged = stats.drop(columns=added, errors="ignore").merge(counts, on=keys, how="left")
+        merged[added] = merged[added].fillna(0).astype(int)
+        write_text_atomic(self.data_dir / STATS, merged.to_csv(index=False))
 
     def manifest(self) -> dict[str, Any]:
         """The notices shown and the raw files (with hashes) read by the assembly."""
@@ -321,3 +385,16 @@ def section_hashes(
             value = {k: v for k, v in value.items() if k not in set(drop[key])}
         out[key] = settings_hash(value)
     return out
+
+
+def _damaged_arrow_file(folder: Path) -> Path:
+    """The first Arrow file under `folder` that pyarrow cannot read through, else the folder itself."""
+    import pyarrow as pa
+
+    for path in sorted(folder.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, ValueError):
+            return path
+    return folder

@@ -9,16 +9,18 @@ import argparse
 import importlib.util
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer
 
 from . import modeling
@@ -34,6 +36,7 @@ LOG_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_to
 # Settings that do not change the trained weights: a checkpoint may be resumed with other values of these.
 NOT_IN_RECIPE = (
     "resume",
+    "on_too_long",
     "logging_steps",
     "logging_strategy",
     "log_level",
@@ -71,6 +74,7 @@ def sft_config(profile: Profile, output_dir: str | Path) -> SFTConfig:
     }
     settings = {key: auto[key] if value is None and key in auto else value for key, value in vars(profile.train).items()}
     settings.pop("resume")
+    settings.pop("on_too_long")
     checkpointing = settings.pop("gradient_checkpointing")
     warmup_ratio = settings.pop("warmup_ratio")
     return SFTConfig(
@@ -166,14 +170,23 @@ def build_trainer(
 
 
 def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback] | None = None) -> Path:
-    """Fine-tune on the run's instruction data, resuming from the last checkpoint when `train.resume`; save its model.
+    """Fine-tune on the run's instruction data, resuming from the last complete checkpoint when `train.resume`; save its model.
 
-    A finished run of the same recipe is reused as it is; a stopped one returns the checkpoints folder instead.
+    A finished run of the same recipe is reused as it is; a stopped one returns the checkpoints folder instead. The main
+    process holds the run folder's lock throughout (the other ranks of its launch follow it).
     """
     run = Run(run_dir)
     run.check_upstream("finetune", profile)
-    data = run.dataset()
+    if profile.train.on_too_long not in {"drop", "fail"}:
+        raise ConfigError(f"train.on_too_long must be drop or fail, got {profile.train.on_too_long!r}")
     args = sft_config(profile, run.checkpoints_dir)  # sets up the (distributed) process state, as the trainer will use it
+    with run.lock("finetune", active=args.process_index == 0):
+        return _train(profile, run, args, callbacks)
+
+
+def _train(profile: Profile, run: Run, args: SFTConfig, callbacks: list[TrainerCallback] | None) -> Path:
+    """`train` under the lock."""
+    data = run.dataset()
     resume_from = _resume_point(profile, run, args)
     finished = _finished_state(resume_from)
     previous = (run.step("finetune") or {}).get("summary")
@@ -185,6 +198,7 @@ def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback
     with args.main_process_first(local=False, desc="tiny base model"):  # built once, not by every process at once
         base = base_model_location(profile, run, data)
     tokenizer = modeling.load_tokenizer(base, padding_side="right", revision=profile.model.revision)
+    too_long = check_lengths(profile, run, data["train"], tokenizer, args.process_index == 0)
     model = modeling.load_model(base, profile.model, profile.lora, revision=profile.model.revision)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
@@ -197,17 +211,17 @@ def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback
         # Its model folder is missing (a crash while saving). `Trainer.train` would run one step past `max_steps`
         # when resumed from a finished checkpoint, so load the checkpoint's weights instead.
         trainer._load_from_checkpoint(resume_from)
-        losses = [entry["loss"] for entry in finished["log_history"] if "loss" in entry]
-        global_step, train_loss = finished["global_step"], sum(losses) / len(losses) if losses else float("nan")
+        global_step, history = finished["global_step"], finished["log_history"]
     else:
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=resume_from)
         if trainer.state.global_step < trainer.state.max_steps:
             log.warning("training stopped at step %d of %d; rerun to resume", trainer.state.global_step, trainer.state.max_steps)
             return run.checkpoints_dir
-        global_step, train_loss = trainer.state.global_step, result.training_loss
+        global_step, history = trainer.state.global_step, trainer.state.log_history
     summary = {
         "global_step": global_step,
-        "train_loss": train_loss,
+        "train_loss": mean_logged_loss(history),
+        "too_long": too_long,
         "train_seconds": time.perf_counter() - started,
         "resumed_from": Path(resume_from).name if resume_from else None,
         "base_model": profile.model.base,
@@ -267,7 +281,7 @@ def model_card(profile: Profile, run: Run, summary: dict[str, Any]) -> str:
         f"- Base model: `{profile.model.base}`\n"
         f"- Saved as: {kind}\n"
         f"- Prompt template: `medtune_utils.prompts.build_prompt` (Alpaca-style; use the same template to query it)\n"
-        f"- Steps: {summary['global_step']}, final mean training loss {summary['train_loss']:.4f}, "
+        f"- Steps: {summary['global_step']}, mean logged training loss {summary['train_loss']:.4f}, "
         f"{summary['train_seconds']:.0f} s\n"
         f"- Code: medtune commit `{git_commit()}`\n"
         f"- Recipe: see `config.yaml` in the run folder\n\n"
@@ -281,14 +295,98 @@ def recipe(profile: Profile) -> dict[str, str]:
     return section_hashes(profile, STEP_INPUTS["finetune"], drop={"train": NOT_IN_RECIPE})
 
 
-def _resume_point(profile: Profile, run: Run, args: SFTConfig) -> str | None:
-    """The checkpoint to resume from, or None after clearing the checkpoints for a fresh run of this recipe.
+def mean_logged_loss(log_history: list[dict[str, Any]]) -> float:
+    """The mean of the losses logged over the whole run: the same whether or not the run was interrupted and resumed.
 
+    (`TrainOutput.training_loss` averages only the steps of the last session, so it depends on where a run resumed.)
+    """
+    losses = [entry["loss"] for entry in log_history if "loss" in entry]
+    return sum(losses) / len(losses) if losses else float("nan")
+
+
+def too_long_counts(rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, keep_end: bool = False) -> pd.DataFrame:
+    """Per source, training rows longer than `max_length` tokens (prompt, answer and eos, tokenized as TRL does).
+
+    `too_long_dropped`: the prompt alone fills `max_length`, so no answer token is left to learn (TRL drops the row;
+    packing keeps it fully masked); `too_long_truncated`: the answer is cut short. `keep_end` truncation never drops.
+    """
+    pairs = [to_prompt_completion(row) for row in rows]
+    prompts = modeling.token_counts(tokenizer, [p["prompt"] for p in pairs], special=True)
+    answers = modeling.token_counts(tokenizer, [p["completion"] for p in pairs], special=False)
+    frame = pd.DataFrame({"source": rows["source"], "prompt": prompts, "total": [p + a + 1 for p, a in zip(prompts, answers)]})
+    dropped = (frame.prompt >= max_length) & (not keep_end)
+    frame = frame.assign(too_long_dropped=dropped, too_long_truncated=(frame.total > max_length) & ~dropped)
+    counts = frame.groupby("source")[["too_long_dropped", "too_long_truncated"]].sum().reset_index()
+    return counts.assign(split="train")[["source", "split", "too_long_dropped", "too_long_truncated"]]
+
+
+def check_lengths(
+    profile: Profile, run: Run, rows: Dataset, tokenizer: PreTrainedTokenizerBase, main: bool
+) -> dict[str, dict[str, int]]:
+    """Count the rows too long for `train.max_length` per source; fail when `train.on_too_long: fail`, else report them.
+
+    The counts go into `stats.csv` (main process), the log and standard output; returned as {source: {kind: n}}.
+    """
+    max_length = profile.train.max_length
+    keep_end = getattr(profile.train, "truncation_mode", "keep_start") == "keep_end"
+    counts = too_long_counts(rows, tokenizer, max_length, keep_end)
+    if main:
+        run.update_stats(counts)
+    found = counts[(counts.too_long_dropped > 0) | (counts.too_long_truncated > 0)]
+    by_source = {
+        r.source: {"dropped": int(r.too_long_dropped), "truncated": int(r.too_long_truncated)} for r in found.itertuples()
+    }
+    if not by_source:
+        return {}
+    detail = "; ".join(f"{s}: {c['dropped']} dropped, {c['truncated']} truncated" for s, c in by_source.items())
+    message = f"training rows longer than train.max_length={max_length} tokens, per source: {detail}"
+    if profile.train.on_too_long == "fail":
+        raise ValueError(f"{message} (train.on_too_long: fail; raise train.max_length or drop these sources)")
+    log.warning(message)
+    if main:
+        print(message)
+    return by_source
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a checkpoint was saved whole: its `trainer_state.json` parses and names the folder's own step.
+
+    `Trainer._save_checkpoint` writes `trainer_state.json` after the weights, optimizer, scheduler and RNG states (only
+    the rotation of older checkpoints follows), and not atomically: a kill leaves it absent or cut short.
+    """
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return path.name == f"{PREFIX_CHECKPOINT_DIR}-{state.get('global_step')}"
+
+
+def last_complete_checkpoint(folder: Path) -> tuple[str | None, list[Path]]:
+    """The newest complete checkpoint in `folder` (or None) and the incomplete ones newer than it (a kill while saving)."""
+    named = {p: re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", p.name) for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")}
+    steps = {p: int(match[1]) for p, match in named.items() if match and p.is_dir()}
+    skipped: list[Path] = []
+    for path in sorted(steps, key=steps.get, reverse=True):
+        if checkpoint_is_complete(path):
+            return str(path), skipped
+        skipped.append(path)
+    return None, skipped
+
+
+def _resume_point(profile: Profile, run: Run, args: SFTConfig) -> str | None:
+    """The last complete checkpoint to resume from, or None after clearing the checkpoints for a fresh run of this recipe.
+
+    Incomplete checkpoints (a kill while one was written) are skipped with a warning and removed.
     Resuming a checkpoint written with other settings would mix two recipes in one model: that is an error.
     A fresh run also removes the previous run's model folder, so a finished checkpoint and the model always match.
     """
     folder = run.checkpoints_dir
-    last = get_last_checkpoint(str(folder)) if profile.train.resume and folder.is_dir() else None
+    last, incomplete = last_complete_checkpoint(folder) if profile.train.resume and folder.is_dir() else (None, [])
+    PartialState().wait_for_everyone()  # every rank has chosen before the main process removes anything
+    for path in incomplete:
+        log.warning("skipped incomplete checkpoint %s (interrupted while being saved); resuming from %s", path, last)
+        if args.process_index == 0:
+            shutil.rmtree(path)
     current = recipe(profile)
     if last is not None:
         recorded = run.recipe() or current

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import ast
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,7 @@ from datasets import Dataset, DatasetDict
 import medtune_utils
 from medtune_utils import run as run_module
 from medtune_utils.config import ConfigError, load_profile
+from medtune_utils.locking import RunLockedError
 from medtune_utils.run import PREDICTION_COLUMNS, Run
 
 LAYOUT_NAMES = {
@@ -30,6 +37,7 @@ LAYOUT_NAMES = {
         "TRAIN_LOG",
         "PREDICTIONS",
         "SCORES",
+        "LOCK",
     )
 }
 
@@ -176,3 +184,104 @@ def test_the_layout_check_finds_a_spelled_name(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text('"""Writes scores.json."""\nPATH = "results/x/scores.json"\n', encoding="utf-8")
     assert _layout_literals(module) == [(2, "scores.json")]
+
+
+# --- the run folder's lock and the debris of killed writes ----------------------------------------------------------
+
+HOLD = """
+import sys, time
+from medtune_utils.run import Run
+with Run(sys.argv[1]).lock(sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def _holder(run_dir: Path, step: str = "finetune", seconds: float = 60) -> subprocess.Popen:
+    """Another process that takes the run folder's lock and holds it for `seconds`."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir), step, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_stops_at_once_naming_the_holder(tmp_path: Path) -> None:
+    run = Run(tmp_path / "r")
+    holder = _holder(run.dir)
+    try:
+        where = rf"step finetune of process {holder.pid} on host {socket.gethostname()}"
+        with pytest.raises(RunLockedError, match=where), run.lock("evaluate"):
+            pass
+        other = subprocess.run([sys.executable, "-c", HOLD, str(run.dir), "assemble", "0"], capture_output=True, text=True)
+        assert other.returncode != 0 and f"process {holder.pid}" in other.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_released_or_left_by_a_killed_process_is_taken(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = Run(tmp_path / "r")
+    _holder(run.dir, seconds=0).wait()  # released normally: taken without a notice
+    with caplog.at_level(logging.WARNING, logger="medtune_utils.locking"), run.lock("assemble"):
+        assert run.lock_holder()["pid"] == os.getpid()
+        with run.lock("finetune"):  # re-entrant within one process
+            pass
+        assert run.lock_holder()["step"] == "assemble"
+    assert run.lock_holder() is None and "taking over" not in caplog.text
+
+    holder = _holder(run.dir)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with caplog.at_level(logging.WARNING, logger="medtune_utils.locking"), run.lock("finetune"):
+        assert run.lock_holder()["pid"] == os.getpid()
+    assert f"taking over the lock left by step finetune of process {holder.pid}" in caplog.text
+
+
+def test_inactive_lock_is_a_no_op(tmp_path: Path) -> None:
+    run = Run(tmp_path / "r")
+    holder = _holder(run.dir)
+    try:
+        with run.lock("finetune", active=False):  # a non-main rank of the holder's launch
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_taking_the_lock_removes_our_stale_temporaries_only(tmp_path: Path) -> None:
+    run = Run(tmp_path / "r")
+    debris = [
+        run.dir / ".data.k2j_8x0a.tmp" / "train.jsonl",  # a killed `atomic_dir` (assembly)
+        run.dir / ".env.json.abcd1234.tmp",  # a killed `atomic_path`, half written
+        run.data_dir / ".stats.csv.x1y2z3w4.tmp",
+        run.dir / "predictions" / ".tuned.q1w2e3r4.tmp" / "GAD.jsonl",
+        run.dir / "predictions" / "tuned" / ".GAD.jsonl.a1b2c3d4.tmp",
+        run.dir / ".model.old" / "config.json",  # `model` exists: the old copy is debris
+    ]
+    kept = [
+        run.dir / "model" / "config.json",
+        run.dir / "notes.tmp",
+        run.dir / ".hidden.tmp",
+        run.dir / "figures" / ".results.png.a1b2c3d4.tmp",  # written by the report, which takes no lock
+        run.dir / "notebooks" / ".01.ipynb.a1b2c3d4.tmp",
+    ]
+    for path in [*debris, *kept, run.dir / "predictions" / ".base.old" / "GAD.jsonl"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{", encoding="utf-8")
+    with run.lock("evaluate"):
+        pass
+    assert not any(p.exists() for p in debris)
+    assert not (run.dir / ".data.k2j_8x0a.tmp").exists() and not (run.dir / ".model.old").exists()
+    assert all(p.exists() for p in kept)
+    # `.base.old` with no `base`: killed between `atomic_dir`'s two renames; the old set is restored, not lost
+    assert (run.dir / "predictions" / "base" / "GAD.jsonl").read_text() == "{"
+
+
+def test_update_stats_sets_columns_per_source_and_split(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    rows = [{"instruction": "i", "input": "x", "output": "y", "source": "GAD"}]
+    stats = pd.DataFrame({"source": ["GAD", "HoC", "GAD"], "split": ["train", "train", "validation"], "rows": [2, 3, 1]})
+    run.save_data(DatasetDict({"train": Dataset.from_list(rows), "validation": Dataset.from_list(rows)}), stats, {})
+    for dropped in (5, 4):  # a second update replaces the counts
+        counts = pd.DataFrame({"source": ["GAD"], "split": ["train"], "too_long_dropped": [dropped]})
+        run.update_stats(counts)
+    assert run.stats().too_long_dropped.tolist() == [4, 0, 0] and run.stats().rows.tolist() == [2, 3, 1]
