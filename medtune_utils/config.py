@@ -357,6 +357,7 @@ def _validate(profile: Profile) -> None:
         "data.leakage": (profile.data.leakage, {"report", "drop", "fail"}),
         "eval.backend": (profile.eval.backend, {"hf", "vllm"}),
         "model.dtype": (profile.model.dtype, {"auto", "float32", "bfloat16", "float16"}),
+        "train.on_too_long": (profile.train.on_too_long, {"drop", "fail"}),
     }
     for key, (value, allowed) in checks.items():
         if value not in allowed:

@@ -177,8 +177,6 @@ def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback
     """
     run = Run(run_dir)
     run.check_upstream("finetune", profile)
-    if profile.train.on_too_long not in {"drop", "fail"}:
-        raise ConfigError(f"train.on_too_long must be drop or fail, got {profile.train.on_too_long!r}")
     args = sft_config(profile, run.checkpoints_dir)  # sets up the (distributed) process state, as the trainer will use it
     with run.lock("finetune", active=args.process_index == 0):
         return _train(profile, run, args, callbacks)

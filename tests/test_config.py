@@ -109,6 +109,7 @@ def test_unknown_profile_lists_the_known_ones() -> None:
         ({"data.eval_split": "validation"}, "data.eval_split"),
         ({"data.ner_format": "json"}, "data.ner_format"),
         ({"data.leakage": "ignore"}, "data.leakage"),
+        ({"train.on_too_long": "truncate"}, "train.on_too_long"),
         ({"train.warmup_ratio": 1.5}, "warmup_ratio"),
         ({"lora.load_in_4bit": True}, "lora.enabled"),
         ({"train": 3}, "must be a mapping"),
