@@ -8,7 +8,7 @@ texts) and returns a flat dict of metric values plus `headline`, the metric repo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from seqeval.metrics import precision_score as seq_precision
 from seqeval.metrics import recall_score as seq_recall
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
 NO_ANSWER = "<no answer>"
@@ -79,7 +79,9 @@ def score_single_label(
     """Accuracy, micro and macro F1 over `labels`; binary F1 for `positive`; micro F1 without `negatives` (BLURB).
 
     In the all-class micro F1 an unparseable answer is a false positive too (of a class of its own), so it
-    equals accuracy as for any single-label task and a malformed answer never scores better than a wrong one.
+    equals accuracy as for any single-label task and a malformed answer never scores better than a wrong one; it is
+    read as a wrong answer in the binary F1 of `positive` and in the micro F1 without `negatives` (`positive_counts`),
+    so it never scores as well as a right negative answer.
     Macro F1 averages over the labels that occur in gold or predictions (scikit-learn's default), so a declared
     label that never occurs neither caps nor skews it; an unparseable answer still costs its gold label recall.
     """
@@ -92,12 +94,11 @@ def score_single_label(
         "headline": "accuracy",
     }
     if positive is not None:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=[positive], average=None, zero_division=0)
-        out.update({"precision": float(p[0]), "recall": float(r[0]), "f1": float(f[0]), "headline": "f1"})
+        tp, fp, fn = (int(x) for x in positive_counts(gold, pred, [positive]).sum(axis=0))
+        precision, recall = (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
+        out.update({"precision": precision, "recall": recall, "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0, "headline": "f1"})
     if negatives:
-        out["micro_f1_positive"] = float(
-            f1_score(y_true, y_pred, labels=without(labels, negatives), average="micro", zero_division=0)
-        )
+        out["micro_f1_positive"] = micro_f1(positive_counts(gold, pred, without(labels, negatives)))
         out["headline"] = "micro_f1"
     out["per_label_f1"] = dict(
         zip(labels, map(float, f1_score(y_true, y_pred, labels=list(labels), average=None, zero_division=0)))
@@ -106,27 +107,28 @@ def score_single_label(
 
 
 def score_multi_label(
-    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str], groups: Sequence[str]
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str] | None], labels: Sequence[str], groups: Sequence[str]
 ) -> dict[str, Any]:
     """Sentence-level micro/macro F1 and per-label F1; abstract-level micro F1 from the union over each group.
 
-    Macro F1 averages over the labels that occur in gold or predicted sets, as for single-label tasks.
+    An unparseable answer (None) is never an exact match and is one false positive in both micro F1s (of a class of
+    its own, as for single-label tasks), so it never scores as well as a right `None`; in macro and per-label F1 it
+    predicts no label. Macro F1 averages over the labels that occur in gold or predicted sets, as for single-label tasks.
     """
     binarizer = MultiLabelBinarizer(classes=list(labels))
-    y_true, y_pred = binarizer.fit_transform(gold), binarizer.transform(pred)
+    sets = [() if p is None else p for p in pred]
+    y_true, y_pred = binarizer.fit_transform(gold), binarizer.transform(sets)
     per_doc_true: dict[str, set[str]] = defaultdict(set)
     per_doc_pred: dict[str, set[str]] = defaultdict(set)
     for g, p, doc in zip(gold, pred, groups):
         per_doc_true[doc].update(g)
-        per_doc_pred[doc].update(p)
+        per_doc_pred[doc].update((NO_ANSWER,) if p is None else p)
     docs = sorted(per_doc_true)
-    d_true = binarizer.transform([sorted(per_doc_true[d]) for d in docs])
-    d_pred = binarizer.transform([sorted(per_doc_pred[d]) for d in docs])
     return {
-        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "micro_f1": micro_f1(set_counts(gold, pred)),
         "macro_f1": _present_macro_f1(y_true, y_pred),
-        "exact_match": float(np.mean(np.all(y_true == y_pred, axis=1))),
-        "abstract_micro_f1": float(f1_score(d_true, d_pred, average="micro", zero_division=0)),
+        "exact_match": float(np.mean([p is not None and set(g) == set(p) for g, p in zip(gold, pred)])) if gold else 0.0,
+        "abstract_micro_f1": micro_f1(set_counts([per_doc_true[d] for d in docs], [per_doc_pred[d] for d in docs])),
         "abstracts": len(docs),
         "per_label_f1": dict(zip(labels, map(float, f1_score(y_true, y_pred, average=None, zero_division=0)))),
         "headline": "micro_f1",
@@ -177,11 +179,27 @@ def label_counts(
     ).reshape(-1, 3)
 
 
-def set_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> np.ndarray:
-    """Per-row `(tp, fp, fn)` of predicted against gold label sets."""
+def positive_counts(gold: Sequence[str], pred: Sequence[str | None], positives: Sequence[str]) -> np.ndarray:
+    """Per-row `(tp, fp, fn)` for micro F1 over `positives`, an unparseable answer (None) read as a wrong answer.
+
+    A None is a false negative where the gold is one of `positives`, and a false positive where it is not, so it
+    scores as a wrong answer, never as a right negative one.
+    """
+    keep = set(positives)
     return np.array(
-        [(len(set(g) & set(p)), len(set(p) - set(g)), len(set(g) - set(p))) for g, p in zip(gold, pred)], dtype=np.int64
+        [
+            (g == p and g in keep, (p in keep and p != g) or (p is None and g not in keep), g in keep and p != g)
+            for g, p in zip(gold, pred)
+        ],
+        dtype=np.int64,
     ).reshape(-1, 3)
+
+
+def set_counts(gold: Sequence[Iterable[str]], pred: Sequence[Iterable[str] | None]) -> np.ndarray:
+    """Per-row `(tp, fp, fn)` of predicted against gold label sets; an unparseable answer (None) is one false positive."""
+    sets = [{NO_ANSWER} if p is None else set(p) for p in pred]
+    counts = [(len(set(g) & p), len(p - set(g)), len(set(g) - p)) for g, p in zip(gold, sets)]
+    return np.array(counts, dtype=np.int64).reshape(-1, 3)
 
 
 def micro_f1(counts: np.ndarray) -> float:

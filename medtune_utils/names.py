@@ -10,6 +10,9 @@ FAMILY_NAMES = {"ner": "NER", "re": "Relation extraction", "nli": "NLI", "cls": 
 METRIC_NAMES = {
     "f1_strict": "F1 (strict)",
     "f1_lenient": "F1 (lenient)",
+    "f1_authors": "F1 (authors' scorer)",
+    "f1_strict_aligned": "F1 (strict, aligned)",
+    "f1_lenient_aligned": "F1 (lenient, aligned)",
     "f1": "F1",
     "accuracy": "Accuracy",
     "micro_f1": "Micro-F1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from medtune_utils import modeling
 from medtune_utils.assemble import run_assembly
 from medtune_utils.config import Profile, load_profile
 from medtune_utils.evaluate import ModelSpec, check_locations, evaluate, select_rows
-from medtune_utils.prompts import TEMPLATE, training_text
+from medtune_utils.prompts import TEMPLATE, build_prompt, training_text
 from medtune_utils.run import PREDICTION_COLUMNS, Run
 from medtune_utils.tasks import get_task
 
@@ -208,3 +209,49 @@ def test_check_locations_names_the_missing_step_and_leaves_hub_ids_alone(tmp_pat
     with pytest.raises(FileNotFoundError, match="no such folder"):
         check_locations([ModelSpec("mine", "./models/mine")])
     check_locations([ModelSpec("hub", "nlpie/Llama2-MedTuned-7b"), ModelSpec("here", str(tmp_path))])
+
+
+def test_models_may_carry_their_own_template_and_a_fixed_demonstration(evaluated: EvaluatedRun, tmp_path: Path) -> None:
+    """`{name, template, shots}`: the authors' prompt after one training row of the same source, the same for every row."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated.run_dir, run_dir)
+    entry = {"name": "tuned", "template": "authors", "shots": 1}
+    scores = evaluate(evaluated.profile, run_dir, models=["base", entry], progress=False)
+    assert list(scores["models"]) == ["base", "tuned-authors-1shot"]
+    assert scores["prompting"]["tuned-authors-1shot"] == {"template": "authors", "shots": 1}
+    train = Run(run_dir).dataset()["train"].to_list()
+    for source in PUBLIC:
+        records = _records(run_dir, "tuned-authors-1shot", source)
+        base = _records(run_dir, "base", source)
+        assert [r["id"] for r in records] == [r["id"] for r in base]
+        assert {r["template"] for r in records} == {"authors"} and {r["template"] for r in base} == {TEMPLATE}
+        demos = {r["prompt"].split("### Instruction: ")[1] for r in records}
+        assert len(demos) == 1  # one fixed demonstration per source
+        demo = next(
+            row for row in train if row["source"] == source and records[0]["prompt"].startswith(training_text(row, "authors"))
+        )
+        for record in records:
+            row = next(r for r in Run(run_dir).dataset()["validation"] if r["id"] == record["id"])
+            assert record["prompt"] == training_text(demo, "authors") + build_prompt(row["instruction"], row["input"], "authors")
+    ner = scores["models"]["tuned-authors-1shot"]["NCBI-disease"]["metrics"]
+    assert {"f1_strict", "f1_strict_aligned", "f1_lenient_aligned", "f1_authors"} <= set(ner)
+
+
+def test_the_same_model_twice_with_the_same_prompting_is_refused(evaluated: EvaluatedRun) -> None:
+    with pytest.raises(ValueError, match="tuned listed twice"):
+        evaluate(evaluated.profile, evaluated.run_dir, models=["tuned", {"name": "tuned"}], progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the stop on a machine without a GPU")
+def test_the_released_profile_stops_at_once_without_a_gpu(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        evaluate(load_profile("released"), tmp_path / "released", progress=False)
+
+
+def test_the_released_profile_stops_at_once_without_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="nlpie/Llama2-MedTuned-7b: the Hugging Face hub is needed"):
+        evaluate(load_profile("released"), tmp_path / "released", progress=False)

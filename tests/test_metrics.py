@@ -23,6 +23,9 @@ from medtune_utils.metrics import (
     typed_tags,
 )
 from medtune_utils.tasks import TASKS
+from medtune_utils.tasks.classification import LabelTask, MultiLabelTask
+from medtune_utils.tasks.freetext import FreeTextTask
+from medtune_utils.tasks.ner import NerTask
 
 I2B2_2010 = TASKS["i2b2-2010"]
 HOC_LABELS = ("A", "B", "C")
@@ -148,6 +151,7 @@ def test_i2b2_2010_micro_f1_all_nine_classes_vs_blurb_positive_classes() -> None
     pred = ["TrIP", "TrWP", "No Relations", "TrAP", "PIP", None]
     # nine classes: tp 3 (rows 0, 2, 4), fp 3 (rows 1, 3 and the unparsed row 5), fn 3 (rows 1, 3, 5) -> 6 / 12
     # positive classes: tp 2 (rows 0, 4), fp 2 (TrWP row 1, TrAP row 3), fn 2 (TrAP row 1, TeRP row 5) -> 4 / 8
+    # (the unparsed row 5 is read as a wrong answer: a miss of its positive gold, TeRP)
     metrics, rows = I2B2_2010.score(gold, pred, [str(i) for i in range(6)])
     assert metrics["micro_f1"] == pytest.approx(0.5)
     assert metrics["micro_f1_positive"] == pytest.approx(0.5)
@@ -194,7 +198,7 @@ def test_unparseable_predictions_are_never_correct() -> None:
     assert metrics["f1"] == 0.0 and metrics["recall"] == 0.0
     metrics, rows = TASKS["NCBI-disease"].score([("B", "I", "O")], [None], ["a"])
     assert metrics["f1_strict"] == metrics["f1_lenient"] == 0.0
-    assert rows["f1_strict"].tolist() == [[0, 0, 1]]
+    assert rows["f1_strict"].tolist() == [[0, 1, 1]]  # no entity found, and one false positive for the unread answer
     metrics, _ = TASKS["ChatDoctor"].score(["Take two tablets daily."], [None], ["a"])
     assert metrics["rouge_l"] == 0.0
 
@@ -235,15 +239,15 @@ def test_hoc_abstract_level_forgives_the_sentence_a_label_sits_on() -> None:
 
 
 def test_hoc_task_score_with_real_labels_matches_sklearn() -> None:
-    """Through the registry entry, micro-F1 equals scikit-learn's on the binarised label sets; None is the empty set."""
+    """Through the registry entry, micro-F1 equals scikit-learn's on the binarised label sets plus a column for "no answer"."""
     labels = TASKS["HoC"].labels
     gold = [(labels[0],), (labels[0], labels[4]), (), (labels[9],)]
     pred = [(labels[0],), (labels[4],), None, (labels[9], labels[2])]
     metrics, rows = TASKS["HoC"].score(gold, pred, ["1", "1", "2", "2"])
-    # tp 3, fp 1 (labels[2]), fn 1 (labels[0] on row 1) -> micro 6 / 8
-    binary = np.array([[label in (g or ()) for label in labels] for g in gold], dtype=int)
-    predicted = np.array([[label in (p or ()) for label in labels] for p in pred], dtype=int)
-    assert metrics["micro_f1"] == pytest.approx(0.75)
+    # tp 3, fp 2 (labels[2], the unparseable row 2), fn 1 (labels[0] on row 1) -> micro 6 / 9
+    binary = np.array([[label in (g or ()) for label in labels] + [0] for g in gold], dtype=int)
+    predicted = np.array([[label in (p or ()) for label in labels] + [p is None] for p in pred], dtype=int)
+    assert metrics["micro_f1"] == pytest.approx(2 / 3)
     assert metrics["micro_f1"] == pytest.approx(f1_score(binary, predicted, average="micro"))
     assert metrics["per_label_f1"][labels[4]] == pytest.approx(1.0)
     _agrees_with_rows(metrics, rows)
@@ -333,3 +337,50 @@ def test_task_score_rejects_mismatched_lengths() -> None:
         TASKS["GAD"].score(["Association"] * 3, ["Association"] * 2, ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"HoC: 2 gold values, 2 predictions and 1 groups"):
         TASKS["HoC"].score([(), ()], [(), ()], ["a"])
+
+
+# ---------------------------------------------------------------- malformed answers, every task
+
+
+def _right_and_empty_rows(task: Any) -> tuple[list[str], list[Any]]:
+    """Two rows of `task`: one with something to find, one whose right answer is the empty or negative one."""
+    if isinstance(task, NerTask):
+        kind = f"-{task.entity_types[0]}" if task.entity_types else ""
+        return ["a b c", "d e f"], [(f"B{kind}", f"I{kind}", "O"), ("O", "O", "O")]
+    if isinstance(task, MultiLabelTask):
+        return ["s1", "s2"], [(task.labels[0],), ()]
+    if isinstance(task, LabelTask):
+        negative = (task.negative_labels or [label for label in task.labels if label != task.positive_label])[-1]
+        first = next(label for label in task.labels if label != negative)
+        return ["s1", "s2"], [first, negative]
+    return ["q1", "q2"], ["Drink water and rest.", "See a doctor today."]
+
+
+@pytest.mark.parametrize("source", list(TASKS))
+def test_a_malformed_answer_always_counts_as_an_error(source: str) -> None:
+    """Blank or unreadable, an answer scores below the right one in every metric with an interval and in the headline,
+    also where the right answer is the empty one (`None`, no entity, the negative label), and it is flagged."""
+    task = TASKS[source]
+    inputs, gold = _right_and_empty_rows(task)
+    right = [task.render(g, x) for g, x in zip(gold, inputs)]
+    bad_answers = ["", "  </s>"] + ([] if isinstance(task, FreeTextTask) else ["unreadable ???"])
+    for bad in bad_answers:
+        answers = [right[0], bad]
+        parsed = [task.parse(a, x) for a, x in zip(answers, inputs)]
+        assert not parsed[1].well_formed, (source, bad)
+        good_metrics, good_rows = task.score(
+            gold, [task.parse(a, x).value for a, x in zip(right, inputs)], ["1", "2"], right, inputs
+        )
+        metrics, rows = task.score(gold, [p.value for p in parsed], ["1", "2"], answers, inputs)
+        checked = (set(rows) | {metrics["headline"]} | {"exact_match", "accuracy"} & set(metrics)) - {"f1_authors"}
+        for name in checked:  # f1_authors reproduces the authors' scorer, which reads a missing tag as O
+            assert metrics[name] < good_metrics[name], (source, bad, name)
+
+
+def test_the_authors_ner_reading_does_not_penalise_an_unreadable_answer_on_a_sentence_without_entities() -> None:
+    """As the authors' scorer did: what is not a valid tag becomes O, so a blank answer on an all-O sentence costs nothing."""
+    task = TASKS["NCBI-disease"]
+    gold = [("B", "I", "O"), ("O", "O", "O")]
+    right = [task.render(g, x) for g, x in zip(gold, ["a b c", "d e f"])]
+    metrics, _ = task.score(gold, [gold[0], None], ["1", "2"], [right[0], ""], ["a b c", "d e f"])
+    assert metrics["f1_authors"] == 1.0 and metrics["f1_strict"] == pytest.approx(2 / 3)

@@ -112,12 +112,15 @@ def _assert_gold_shape(task: Task, parsed: Parsed, input_text: str) -> None:
     assert isinstance(parsed.well_formed, bool)
     value = parsed.value
     if isinstance(task, NerTask):
+        if value is None:  # unreadable: no `token : TAG` line (lines) or a blank answer (entities)
+            assert not parsed.well_formed
+            return
         assert isinstance(value, tuple)
         assert len(value) == len(input_text.split(" "))
         assert set(value) <= set(task.label_names)
     elif isinstance(task, MultiLabelTask):
-        assert isinstance(value, tuple)
-        assert list(value) == [label for label in task.labels if label in value]  # a subset, in the task's order
+        assert value is None or isinstance(value, tuple)  # None: the answer names no label and is not `None`
+        assert value is None or list(value) == [label for label in task.labels if label in value]  # in the task's order
     elif isinstance(task, LabelTask):
         assert value is None or value in task.labels
     else:
@@ -354,6 +357,7 @@ NEXT_INSTRUCTION = "\n\n### Instruction:\nTag every disease mention in the sente
 PS = "Sustaining proliferative signaling (PS)"
 GS = "Evading growth suppressors (GS)"
 A = "Inducing angiogenesis (A)"
+HOC_GI = "Genomic instability and mutation (GI)"
 
 
 def _echo(task_name: str, input_text: str, answer: str) -> str:
@@ -371,16 +375,23 @@ TOLERANCE_CASES = [
     ("lines-tight-colon", "NCBI-disease", "lines", NER_INPUT, NER_LINES.replace(" : ", ": "), NER_GOLD, False),
     ("lines-lower-tag", "NCBI-disease", "lines", NER_INPUT, NER_LINES.replace(": B", ": b"), NER_GOLD, False),
     ("lines-upper-tokens", "NCBI-disease", "lines", NER_INPUT, NER_LINES.upper(), NER_GOLD, False),
-    # A missing `mutations` line: alignment by token keeps B and I on `breast cancer` (by position they would shift).
-    ("lines-missing-O-line", "NCBI-disease", "lines", NER_INPUT, NER_LINES.replace("mutations : O\n", ""), NER_GOLD, False),
-    # A missing `breast` line: its B is lost, the I still lands on `cancer`.
+    # By position (the headline reading): the i-th line tags token i, so a missing line shifts the later tags.
+    (
+        "lines-missing-O-line",
+        "NCBI-disease",
+        "lines",
+        NER_INPUT,
+        NER_LINES.replace("mutations : O\n", ""),
+        ("O", "O", "B", "I", "O", "O"),
+        False,
+    ),
     (
         "lines-missing-B-line",
         "NCBI-disease",
         "lines",
         NER_INPUT,
         NER_LINES.replace("breast : B\n", ""),
-        ("O", "O", "O", "O", "I", "O"),
+        ("O", "O", "O", "I", "O", "O"),
         False,
     ),
     (
@@ -389,7 +400,7 @@ TOLERANCE_CASES = [
         "lines",
         NER_INPUT,
         NER_LINES.replace("cause : O\n", "cause : O\nof : O\n"),
-        NER_GOLD,
+        ("O", "O", "O", "O", "B", "I"),
         False,
     ),
     (
@@ -481,7 +492,9 @@ TOLERANCE_CASES = [
     ("hoc-none-lower", "HoC", "lines", "", "none.", (), False),
     ("hoc-echoed-prompt", "HoC", "lines", "", _echo("HoC", "Tumour cells grow.", A), (A,), True),
     ("hoc-next-header", "HoC", "lines", "", A + NEXT_INSTRUCTION, (A,), True),
-    ("hoc-nothing-known", "HoC", "lines", "", "Cells grow.", (), False),
+    ("hoc-nothing-known", "HoC", "lines", "", "Cells grow.", None, False),
+    ("hoc-blank", "HoC", "lines", "", "", None, False),
+    ("hoc-authors-spelling", "HoC", "lines", "", "Genome instability & mutation (GI)", (HOC_GI,), False),
     # Free text: the answer part, as written.
     (
         "text-echoed-prompt",
@@ -526,8 +539,8 @@ def test_repeated_token_round_trip_tags_by_position(fmt: str) -> None:
 @pytest.mark.parametrize(
     ("fmt", "generation", "expected", "well_formed"),
     [
-        # A missing first line: alignment puts the B on the last `cancer`, where the model wrote it.
-        ("lines", "patients : O\nwith : O\ncancer : B", REPEATED_GOLD, False),
+        # A missing first line: by position the B lands on `with` (the aligned reading puts it on the last `cancer`).
+        ("lines", "patients : O\nwith : O\ncancer : B", ("O", "O", "B", "O"), False),
         ("lines", "cancer : B\npatients : O\nwith : O\ncancer : O", ("B", "O", "O", "O"), True),
         # Without an occurrence number a mention is the first one after the previous mention.
         ("entities", "cancer", ("B", "O", "O", "O"), True),

@@ -163,6 +163,14 @@ def test_main_results_files_print_paper_numbers_as_written(full_report: tuple[Re
         text = (out / f"main_results.{suffix}").read_text()
         assert all(value in text for value in values), suffix
     assert "split" in (out / "main_results.md").read_text().splitlines()[0].lower()
+    caption = (out / "main_results.md").read_text().splitlines()[0]
+    assert "authors' scorer" in caption and "F1 (strict) reads tags by position" in caption
+    authors_row = next(
+        line
+        for line in (out / "main_results.md").read_text().splitlines()
+        if "NCBI-disease" in line and "authors' scorer" in line
+    )
+    assert "87.18" in authors_row, "the paper's Llama2-MedTuned NER numbers sit in the f1_authors row"
 
 
 def test_collected_predictions_carry_run_and_length() -> None:

@@ -38,7 +38,7 @@ def test_main_results_table_prints_paper_numbers_as_written(main_table: pd.DataF
     with resolve(PAPER_RESULTS).open(newline="", encoding="utf-8") as fh:
         paper = list(csv.DictReader(fh))
     assert {"87.18", "85.69", "88.62", "89.46", "37.20", "82.30"} <= {row["value"] for row in paper}
-    metric = {"f1_lenient": "F1 (lenient)", "accuracy": "Accuracy"}
+    metric = {"f1_lenient": "F1 (lenient)", "f1_authors": "F1 (authors' scorer)", "accuracy": "Accuracy"}
     for row in paper:
         cell = _row(main_table, Dataset=row["source"], Metric=metric[row["metric"]])[f"{row['model']} (paper)"]
         assert cell == row["value"], row
@@ -49,7 +49,10 @@ def test_main_results_table_names_splits_and_shows_our_intervals(main_table: pd.
     assert {"Split (ours)", "Split (paper)", f"{RUN}/base", f"{RUN}/tuned"} <= set(main_table.columns)
     assert _row(main_table, Dataset="GAD", Metric="F1")["Split (ours)"] == "test"
     lenient = _row(main_table, Dataset="NCBI-disease", Metric="F1 (lenient)")
-    assert lenient["Split (ours)"] == "devel" and "devel" in lenient["Split (paper)"]
+    assert lenient["Split (ours)"] == "devel"
+    authors = _row(main_table, Dataset="NCBI-disease", Metric="F1 (authors' scorer)")
+    assert authors["Split (ours)"] == "devel" and "devel" in authors["Split (paper)"]
+    assert authors["Llama2-MedTuned-7B (paper)"] == "87.18" and authors[f"{RUN}/tuned"] != ""
     # f1_lenient 0.8544 with interval [0.8217, 0.8843] in scores.json
     assert lenient[f"{RUN}/tuned"] == "85.44 [82.2, 88.4]"
     assert _row(main_table, Dataset="MedNLI", Metric="Accuracy")["Split (paper)"] == "unstated"
@@ -110,12 +113,35 @@ def test_malformed_table() -> None:
 
 
 def test_scores_table() -> None:
-    """One row per model and source: split read, headline metric with interval, n and malformed rate."""
+    """One row per model and source: split read, headline metric with interval, n, malformed rate, majority class."""
     table = tables.scores_table(Run(FIXTURE).scores())
-    assert list(table.columns) == ["model", "source", "split", "metric", "score (%)", "n", "malformed (%)"]
+    assert list(table.columns) == ["model", "source", "split", "metric", "score (%)", "n", "malformed (%)", "majority class (%)"]
     assert list(table.source[:4]) == ["NCBI-disease", "GAD", "MedNLI", "HoC"]
     gad = _row(table, model="tuned", source="GAD")
-    assert list(gad[2:]) == ["test", "F1", "79.12 [73.1, 84.5]", 200, 0.0]
+    assert list(gad[2:]) == ["test", "F1", "79.12 [73.1, 84.5]", 200, 0.0, ""]
+
+
+def _with_majority(tmp_path: Path) -> Path:
+    """A copy of the fixture run whose GAD scores carry a majority-class reference (F1 0.6458 of always `Association`)."""
+    run_dir = tmp_path / RUN
+    shutil.copytree(FIXTURE, run_dir)
+    run = Run(run_dir)
+    scores = run.scores()
+    for entry in scores["models"].values():
+        entry["GAD"]["majority"] = {"answer": "Association", "value": 0.6458, "metric": "f1"}
+    run.write_scores(scores)
+    return run_dir
+
+
+def test_the_majority_class_reference_shows_beside_each_model_and_run(tmp_path: Path) -> None:
+    run_dir = _with_majority(tmp_path)
+    table = tables.scores_table(Run(run_dir).scores())
+    assert _row(table, model="tuned", source="GAD")["majority class (%)"] == "64.58"
+    assert _row(table, model="tuned", source="NCBI-disease")["majority class (%)"] == ""
+    main = tables.main_results_table(collect_scores([run_dir]), load_paper_results())
+    assert _row(main, Dataset="GAD", Metric="F1")[f"{RUN}/majority class"] == "64.58"
+    assert _row(main, Dataset="NCBI-disease", Metric="F1 (strict)")[f"{RUN}/majority class"] == ""
+    assert f"{RUN}/majority class" not in tables.main_results_table(collect_scores([FIXTURE]), load_paper_results())
 
 
 def test_side_by_side_reads_input_and_renders_gold() -> None:

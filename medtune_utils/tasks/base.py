@@ -5,17 +5,18 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..prompts import RESPONSE_HEADER
+from ..prompts import ANSWER_HEADERS
 from ..records import MissingSourceError, Record
 from ..sources.text import check_not_broken_folder
 
 _NEXT_HEADER = re.compile(r"(?:^|\n)\s*###")
+LAYOUTS = ("medtune", "authors")
 _SPECIAL_TOKENS = re.compile(r"</s>|<\|endoftext\|>|<\|eot_id\|>|<eos>")
 
 
@@ -28,10 +29,9 @@ class Parsed:
 
 
 def clean_generation(text: str) -> str:
-    """The answer part of a generation: after an echoed `### Response:`, before the next `###` header."""
-    header = RESPONSE_HEADER.strip()
-    if header in text:
-        text = text.rsplit(header, 1)[1]
+    """The answer part of a generation: after an echoed answer header (any template's), before the next `###` header."""
+    cut = max((text.rfind(h) + len(h) for h in ANSWER_HEADERS if h in text), default=0)
+    text = text[cut:]
     text = _SPECIAL_TOKENS.sub("", text)
     match = _NEXT_HEADER.search(text)
     if match:
@@ -48,7 +48,8 @@ class Task(ABC):
     """One source dataset: how to read it, turn a record into an instruction row, and parse an answer back.
 
     `reader` reads a file layout the task class does not know (default: the class's own layout, `read_default`);
-    `headline` picks the metric that tables and figures report (default: the class's choice).
+    `headline` picks the metric that tables and figures report (default: the class's choice). `layout` is `medtune`
+    (ours) or `authors` (the released Llama2-MedTuned data's input layouts and label spellings, where they differ).
     """
 
     name: str
@@ -62,10 +63,17 @@ class Task(ABC):
     aliases: tuple[str, ...] = field(default=())
     reader: Reader | None = None
     headline: str | None = None
+    layout: str = "medtune"
 
     def __post_init__(self) -> None:
         if len(self.instructions) < 5:
             raise ValueError(f"task {self.name}: needs at least five instruction paraphrases")
+
+    def with_layout(self, layout: str) -> Task:
+        """The same task writing inputs and reading labels as `layout` (`medtune` or `authors`) does."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        return self if layout == self.layout else replace(self, layout=layout)
 
     def find_folder(self, data_dir: Path) -> Path:
         """The source's folder under `data_dir`, or `MissingSourceError` saying how to get it (`DataFormatError` if broken)."""
@@ -117,18 +125,36 @@ class Task(ABC):
         """What a cleaned answer means, in the gold's form (None when it cannot be read); tolerant and never raises."""
 
     def score(
-        self, gold: Sequence[Any], pred: Sequence[Any], groups: Sequence[str]
+        self,
+        gold: Sequence[Any],
+        pred: Sequence[Any],
+        groups: Sequence[str],
+        generations: Sequence[str] | None = None,
+        inputs: Sequence[str] | None = None,
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """This task's metrics (with `headline`) and, per interval-bearing metric, per-row statistics.
 
         `metrics.row_statistic` turns the per-row statistics back into the metric on any subset of rows, so
         bootstrap intervals and paired tests resample rows. `groups` ties rows of one document (HoC abstracts).
+        With the raw `generations` and the rows' `inputs`, metrics that read the generations otherwise are added
+        (`generation_metrics`).
         """
         if not len(gold) == len(pred) == len(groups):
             counts = f"{len(gold)} gold values, {len(pred)} predictions and {len(groups)} groups"
             raise ValueError(f"{self.name}: {counts}; expected equal counts")
         metrics, rows = self.compute_metrics(gold, pred, groups)
+        if generations is not None:
+            if inputs is None or not len(generations) == len(inputs) == len(gold):
+                raise ValueError(f"{self.name}: generations and inputs must come with one of each per gold value")
+            extra, extra_rows = self.generation_metrics(gold, generations, inputs)
+            metrics, rows = {**metrics, **extra}, {**rows, **extra_rows}
         return self._with_headline(metrics, rows), rows
+
+    def generation_metrics(
+        self, gold: Sequence[Any], generations: Sequence[str], inputs: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Metrics computed from the raw generations rather than the parsed predictions (none for most tasks)."""
+        return {}, {}
 
     def _with_headline(self, metrics: dict[str, Any], rows: dict[str, np.ndarray]) -> dict[str, Any]:
         """`metrics` with the entry's `headline`, which needs per-row statistics for its interval."""

@@ -42,15 +42,15 @@ class LabelTask(Task):
         self, gold: Sequence[str], pred: Sequence[str | None], groups: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Accuracy, micro/macro F1; F1 of `positive_label`; micro F1 without `negative_labels` (BLURB)."""
-        from ..metrics import label_counts, score_single_label, without
+        from ..metrics import label_counts, positive_counts, score_single_label, without
 
         metrics = score_single_label(gold, pred, self.labels, self.positive_label, self.negative_labels)
         rows = {"accuracy": np.array([g == p for g, p in zip(gold, pred)], dtype=float)}
         if self.positive_label is not None:
-            rows["f1"] = label_counts(gold, pred, [self.positive_label])
+            rows["f1"] = positive_counts(gold, pred, [self.positive_label])
         if self.negative_labels:
             rows["micro_f1"] = label_counts(gold, pred, self.labels, unparsed_counts=True)
-            rows["micro_f1_positive"] = label_counts(gold, pred, without(self.labels, self.negative_labels))
+            rows["micro_f1_positive"] = positive_counts(gold, pred, without(self.labels, self.negative_labels))
         return metrics, rows
 
 
@@ -76,6 +76,8 @@ class NliTask(LabelTask):
         return read_mednli(path, id_prefix, self.raw_labels)
 
     def to_example(self, record: NliRecord) -> tuple[str, str]:
+        if self.layout == "authors":
+            return f"Sentence 1: {record.premise}\nSentence 2: {record.hypothesis}", record.label
         return f"Premise: {record.premise}\nHypothesis: {record.hypothesis}", record.label
 
 
@@ -109,11 +111,16 @@ class PubMedQaTask(LabelTask):
 
 @dataclass(frozen=True, kw_only=True)
 class MultiLabelTask(Task):
-    """Sentence classification into any subset of `labels` (HoC); an empty set is written `None`."""
+    """Sentence classification into any subset of `labels` (HoC); an empty set is written `None`.
+
+    `authors_spelling` maps labels to the authors' spelling of them; under the `authors` layout an answer in those
+    spellings, official names or a mix of both, in any order, is well formed.
+    """
 
     labels: tuple[str, ...]
     surface_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     none_answer: str = "None"
+    authors_spelling: dict[str, str] = field(default_factory=dict)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -134,19 +141,39 @@ class MultiLabelTask(Task):
         """Sentence-level micro/macro F1, exact match and per-abstract micro F1 (rows grouped by `groups`)."""
         from ..metrics import score_multi_label, set_counts
 
-        sets = [p if p is not None else () for p in pred]
-        return score_multi_label(gold, sets, self.labels, groups), {"micro_f1": set_counts(gold, sets)}
+        return score_multi_label(gold, pred, self.labels, groups), {"micro_f1": set_counts(gold, pred)}
 
-    def interpret(self, answer: str, input_text: str) -> tuple[str, ...]:
+    def interpret(self, answer: str, input_text: str) -> tuple[str, ...] | None:
+        """The labels named; None (unreadable) when the answer is neither `None` nor names any label."""
         if normalise(answer) == normalise(self.none_answer):
             return ()
-        exact = {normalise(label): label for label in self.labels}
+        exact = self._spellings()
         pieces = [normalise(p) for p in answer.split(",")]
         if all(p in exact for p in pieces):
             found = {exact[p] for p in pieces}
         else:
-            found = set(find_labels(answer, {label: self.surface_forms.get(label, ()) for label in self.labels}))
+            forms = {label: (*self.surface_forms.get(label, ()), *self._authors_forms(label)) for label in self.labels}
+            found = set(find_labels(answer, forms))
+        if not found:
+            return None
         return tuple(label for label in self.labels if label in found)
+
+    def is_exact(self, answer: str, value: Any, input_text: str) -> bool:
+        """Exactly `render`'s output; under the `authors` layout also the labels, each once, spelled either way."""
+        if value is None or self.layout != "authors" or answer == self.render(value, input_text):
+            return super().is_exact(answer, value, input_text)
+        pieces = answer.split(", ")
+        spelled = {label: label for label in self.labels} | {self.authors_spelling.get(x, x): x for x in self.labels}
+        named = [spelled.get(p) for p in pieces]
+        return None not in named and len(set(named)) == len(named) and set(named) == set(value)
+
+    def _authors_forms(self, label: str) -> tuple[str, ...]:
+        return (self.authors_spelling[label],) if self.layout == "authors" and label in self.authors_spelling else ()
+
+    def _spellings(self) -> dict[str, str]:
+        """Normalised label strings that name each label exactly: official names, and the authors' under that layout."""
+        exact = {normalise(label): label for label in self.labels}
+        return exact | {normalise(form): label for label in self.labels for form in self._authors_forms(label)}
 
 
 def _with_id(record: QaRecord, new_id: str) -> QaRecord:

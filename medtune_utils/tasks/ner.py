@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from seqeval.metrics import f1_score as seq_f1
 
 from ..records import NerRecord
 from ..sources import read_conll
-from .base import Task
+from .base import Task, clean_generation
 
 NONE_ANSWER = "None"
 _OCCURRENCE = re.compile(r"\s\[occurrence (\d{1,6})\]$")
@@ -61,21 +62,74 @@ class NerTask(Task):
         n_tokens = len(input_text.split(" "))
         return [self.render((tag,) * n_tokens, input_text) for tag in self.label_names]
 
-    def interpret(self, answer: str, input_text: str) -> tuple[str, ...]:
+    def interpret(self, answer: str, input_text: str) -> tuple[str, ...] | None:
+        """Tags by position (`lines`) or by mention (`entities`); None when the answer holds no `token : TAG` line
+        (`lines`) or is blank (`entities`)."""
         tokens = input_text.split(" ")
         if self.output_format == "lines":
-            return _tags_from_lines(answer, tokens, set(self.label_names))
+            if not any(":" in line for line in answer.split("\n")):
+                return None
+            return tags_by_position(answer, len(tokens), set(self.label_names))
+        if not answer.strip():
+            return None
         return _tags_from_entities(answer, tokens, self.entity_types)
 
     def compute_metrics(
         self, gold: Sequence[tuple[str, ...]], pred: Sequence[tuple[str, ...] | None], groups: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Entity-level F1 (strict IOB2 headline, lenient); an unreadable answer tags every token O."""
-        from ..metrics import ner_counts, score_ner
+        """Entity-level P/R/F1 (strict IOB2 headline, lenient) from seqeval's entity sets.
 
+        An unreadable answer (None) tags every token O and counts one false positive more, so it never scores as well
+        as a right answer, even on a sentence without entities.
+        """
         tags = [p if p is not None else ("O",) * len(g) for g, p in zip(gold, pred)]
-        rows = {"f1_strict": ner_counts(gold, tags, strict=True), "f1_lenient": ner_counts(gold, tags, strict=False)}
-        return score_ner(gold, tags), rows
+        return _entity_scores(gold, tags, [p is None for p in pred], "")
+
+    def generation_metrics(
+        self, gold: Sequence[tuple[str, ...]], generations: Sequence[str], inputs: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """For `lines` answers, two other readings of the same generations (README, "NER scoring, three ways").
+
+        `f1_strict_aligned`/`f1_lenient_aligned`: lines aligned to the input by token text when their count is off.
+        `f1_authors`: what the authors' `evaluations/evaluating_ner.py` computes (`authors_sequences`), seqeval's default
+        (lenient) mode.
+        """
+        from ..metrics import ner_counts, typed_tags
+
+        if self.output_format != "lines":
+            return {}, {}
+        valid = set(self.label_names)
+        answers = [clean_generation(g) for g in generations]
+        unread = [not any(":" in line for line in a.split("\n")) for a in answers]
+        aligned = [aligned_tags(a, x.split(" "), valid) for a, x in zip(answers, inputs)]
+        metrics, rows = _entity_scores(gold, aligned, unread, "_aligned")
+        keep = {"f1_strict_aligned", "f1_lenient_aligned"}
+        metrics, rows = {k: v for k, v in metrics.items() if k in keep}, {k: v for k, v in rows.items() if k in keep}
+        pairs = [authors_sequences(self.render(g, x), text, valid) for g, x, text in zip(gold, inputs, generations)]
+        gold_a, pred_a = [p[0] for p in pairs], [p[1] for p in pairs]
+        metrics["f1_authors"] = float(seq_f1([typed_tags(t) for t in gold_a], [typed_tags(t) for t in pred_a], zero_division=0))
+        rows["f1_authors"] = ner_counts(gold_a, pred_a, strict=False)
+        return metrics, rows
+
+
+def _entity_scores(
+    gold: Sequence[Sequence[str]], tags: Sequence[Sequence[str]], unread: Sequence[bool], suffix: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Precision, recall and F1, strict and lenient, from per-row entity counts; each unread row adds a false positive."""
+    from ..metrics import ner_counts
+
+    metrics: dict[str, Any] = {}
+    rows: dict[str, np.ndarray] = {}
+    for mode, strict in (("strict", True), ("lenient", False)):
+        counts = ner_counts(gold, tags, strict=strict)
+        counts[:, 1] += np.asarray(unread, dtype=np.int64)
+        tp, fp, fn = (int(x) for x in counts.sum(axis=0))
+        metrics[f"precision_{mode}{suffix}"] = tp / (tp + fp) if tp + fp else 0.0
+        metrics[f"recall_{mode}{suffix}"] = tp / (tp + fn) if tp + fn else 0.0
+        metrics[f"f1_{mode}{suffix}"] = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        rows[f"f1_{mode}{suffix}"] = counts
+    metrics["headline"] = "f1_strict"
+    return metrics, rows
 
 
 def entity_spans(tags: tuple[str, ...] | list[str]) -> list[tuple[int, int, str]]:
@@ -164,7 +218,47 @@ def _format_entities(tokens: tuple[str, ...], tags: tuple[str, ...], typed: bool
     return "\n".join(lines) if lines else NONE_ANSWER
 
 
-def _tags_from_lines(answer: str, tokens: list[str], valid_tags: set[str]) -> tuple[str, ...]:
+def tags_by_position(answer: str, n_tokens: int, valid_tags: set[str]) -> tuple[str, ...]:
+    """Tags from `token : TAG` lines by position: the i-th non-empty line tags token i.
+
+    A line's tag is the text after its last `:` (upper-cased); anything that is not a valid tag is O, missing lines
+    are O and extra lines are ignored.
+    """
+    lines = [line for line in answer.split("\n") if line.strip()][:n_tokens]
+    tags = []
+    for line in lines:
+        _, sep, tag = line.rpartition(":")
+        tag = tag.strip().upper()
+        tags.append(tag if sep and tag in valid_tags else "O")
+    return tuple(tags) + ("O",) * (n_tokens - len(tags))
+
+
+def authors_sequences(gold_output: str, answer: str, valid_tags: set[str]) -> tuple[list[str], list[str]]:
+    """Gold and predicted tags as the authors' NER scorer builds them from a gold output and a raw generation.
+
+    The generation is cut at its first `###`. Each text becomes a dict from token text to tag, from every line with a
+    `:` (token: before the first `:`; tag: between the first and second), so a repeated token keeps one entry (at its
+    first place, with its last tag). One tag pair per gold entry, in order; a tag that is not valid, or a token the
+    answer lacks, is O. (The authors' list of valid tags is B, I, O; typed tasks use their own tag set.)
+    """
+    gold = _token_dict(gold_output)
+    pred = _token_dict(answer.split("###")[0].strip())
+    gold_tags = [tag if tag in valid_tags else "O" for tag in gold.values()]
+    pred_tags = [pred[token] if pred.get(token) in valid_tags else "O" for token in gold]
+    return gold_tags, pred_tags
+
+
+def _token_dict(text: str) -> dict[str, str]:
+    """`token : TAG` lines as a dict keyed by token text (later lines overwrite earlier ones of the same token)."""
+    items: dict[str, str] = {}
+    for line in text.strip().split("\n"):
+        parts = line.split(":")
+        if len(parts) > 1:
+            items[parts[0].strip()] = parts[1].strip()
+    return items
+
+
+def aligned_tags(answer: str, tokens: list[str], valid_tags: set[str]) -> tuple[str, ...]:
     """Tags from `token : TAG` lines; lines are aligned to the input by token text when their count is off."""
     pairs: list[tuple[str, str]] = []
     for line in answer.split("\n"):

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..prompts import TEMPLATE, get_template
 from . import instructions as ins
 from .base import Task
 from .classification import MultiLabelTask, NliTask, PubMedQaTask, RelationTask
@@ -24,6 +25,11 @@ NER_SPLITS = {"train": "train.tsv", "devel": "devel.tsv", "test": "test.tsv"}
 I2B2_2012_TYPES = ("PROBLEM", "TEST", "TREATMENT", "CLINICAL_DEPT", "EVIDENTIAL", "OCCURRENCE")
 HOC_CLASSES = tuple(ins.HOC_LEGEND.split("\n"))
 HOC_CODES = ("PS", "GS", "CD", "RI", "A", "IM", "GI", "TPI", "CE", "ID")
+# How the authors' HoC outputs spell the hallmarks that they name differently (preprocessing-datasets/preprocess_hoc.py).
+HOC_AUTHORS_SPELLING = {
+    "Activating invasion and metastasis (IM)": "Activating invasion & metastasis (IM)",
+    "Genomic instability and mutation (GI)": "Genome instability & mutation (GI)",
+}
 I2B2_2010_LABELS = ("TrIP", "TrWP", "TrCP", "TrAP", "TrNAP", "TeRP", "TeCP", "PIP", "No Relations")
 
 
@@ -148,6 +154,7 @@ def _build() -> dict[str, Task]:
             instructions=ins.HOC,
             labels=HOC_CLASSES,
             surface_forms={label: (f"({code})", label.rsplit(" (", 1)[0]) for label, code in zip(HOC_CLASSES, HOC_CODES)},
+            authors_spelling=HOC_AUTHORS_SPELLING,
             dirnames=("HoC",),
             split_files={"train": "train.tsv", "devel": "dev.tsv", "test": "test.tsv"},
             obtain=(
@@ -200,12 +207,13 @@ def _build() -> dict[str, Task]:
 TASKS: dict[str, Task] = _build()
 
 
-def get_task(name: str, ner_format: str = "lines") -> Task:
-    """The registry entry for `name`, with NER tasks set to `ner_format`."""
+def get_task(name: str, ner_format: str = "lines", template: str = TEMPLATE) -> Task:
+    """The registry entry for `name`, with NER tasks set to `ner_format` and inputs and labels in `template`'s layout."""
     if name not in TASKS:
         raise KeyError(f"unknown source {name!r}; known sources: {', '.join(TASKS)}")
     task = TASKS[name]
-    return task.with_format(ner_format) if isinstance(task, NerTask) else task
+    task = task.with_format(ner_format) if isinstance(task, NerTask) else task
+    return task.with_layout(get_template(template).layout)
 
 
 @contextmanager
