@@ -1,20 +1,27 @@
 """Training speed and memory at Llama-2 scale: a randomly initialised model of Llama-2-7B's exact shape,
-50 optimizer steps with the full and the LoRA recipes, on real instruction data.
+a few optimizer steps with the full and the LoRA recipes, on real instruction data.
 
     python benchmarks/gpu_train.py --data-dir ../shared/data            # one GPU, 7B, full then LoRA
     python benchmarks/gpu_train.py --shape tiny --steps 3               # smoke test of the script on CPU
 
-Reports tokens/s per GPU (real tokens, warm-up steps excluded), model FLOPs utilisation (6N per token for
-full fine-tuning, 4N for LoRA, whose frozen weights get no gradient; attention FLOPs included, the
-recomputation of gradient checkpointing not) and peak GPU memory. On one GPU the full run keeps weights and
-AdamW state in bf16 (the recipe's fp32 master weights need sharding over several GPUs). The tokenizer is a byte-level BPE of
-Llama-2's vocabulary size trained on the data, so no gated download is needed.
+Each method runs in its own process (TRL binds `model.forward` in a reference cycle, so a finished trainer's model
+is not freed by `del` and `empty_cache` alone), which starts from `gc.collect()` and an empty CUDA cache.
+Reports tokens/s per GPU (real tokens, warm-up steps excluded), model FLOPs utilisation and peak GPU memory, both
+allocated and reserved by PyTorch's caching allocator. FLOPs per token: 6N for full fine-tuning, 4N for LoRA (whose
+frozen weights get no gradient), plus attention counted per document: a token attends only within its own packed
+document (or padded row), so the attention term is 12 x layers x hidden x sum(n^2) / sum(n) over the documents' token
+counts n, not the row length. Recomputation by gradient checkpointing is not counted. On one GPU the full run keeps
+weights and AdamW state in bf16 (the recipe's fp32 master weights need sharding over several GPUs). The tokenizer is
+a byte-level BPE of Llama-2's vocabulary size trained on the data, so no gated download is needed.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +41,7 @@ SOURCES = ["NCBI-disease", "BC5CDR-disease", "BC5CDR-chem", "BC2GM", "JNLPBA", "
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 # The training recipe of each method; the model's shape comes from --shape, not from the profile.
 PROFILES = {"full": "llama2-7b", "lora": "llama2-7b-lora"}
+GIB = 1024**3
 
 
 class StepTimer(TrainerCallback):
@@ -72,11 +80,26 @@ def peak_tflops(override: float | None) -> float | None:
     return next((value for key, value in PEAK_BF16_TFLOPS.items() if key in name), None)
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int, lora: bool) -> float:
-    """Training FLOPs per token: 6N (4N with frozen weights) plus attention's 12 * layers * hidden * seq."""
+def attention_context(lengths: list[int]) -> float:
+    """The mean number of keys a token attends to, times two (causal): sum(n^2) / sum(n) over the documents."""
+    return sum(n * n for n in lengths) / sum(lengths)
+
+
+def flops_per_token(model: torch.nn.Module, context: float, lora: bool) -> float:
+    """Training FLOPs per token: 6N (4N with frozen weights) plus attention's 12 * layers * hidden * context.
+
+    `context` is `attention_context` of the documents trained on: packing puts several documents in one row, but
+    each token's attention covers only its own document.
+    """
     config = model.config
     weights = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lora_" not in n)
-    return (4 if lora else 6) * weights + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+    return (4 if lora else 6) * weights + 12 * config.num_hidden_layers * config.hidden_size * context
+
+
+def document_lengths(rows: Any, tokenizer: Any, max_length: int) -> list[int]:
+    """Token count of each training document (prompt, answer, eos) as trained: cut at `max_length`."""
+    counts = modeling.token_counts(tokenizer, [training_text(row) for row in rows], special=True)
+    return [min(n + 1, max_length) for n in counts]
 
 
 def run(method: str, args: argparse.Namespace, rows: Any, tokenizer: Any, scratch: Path) -> dict[str, Any]:
@@ -86,6 +109,7 @@ def run(method: str, args: argparse.Namespace, rows: Any, tokenizer: Any, scratc
         "train": {
             "max_steps": args.steps,
             "per_device_train_batch_size": args.batch_size,
+            "global_batch_size": None,
             "gradient_accumulation_steps": 1,
             "max_length": args.max_length,
             "logging_steps": 10,
@@ -103,19 +127,22 @@ def run(method: str, args: argparse.Namespace, rows: Any, tokenizer: Any, scratc
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     dtype = torch.bfloat16 if gpu else torch.float32
-    attention = modeling.resolve_attention(profile.model.attn_implementation)
+    attention = args.attention or modeling.resolve_attention(profile.model.attn_implementation, args.packing)
+    gc.collect()
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     with torch.device("cuda" if gpu else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attention)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats()
     timer = StepTimer(args.warmup)
     trainer = build_trainer(profile, model, tokenizer, rows, scratch / method, [timer])
     trainer.args.include_num_input_tokens_seen = "non_padding"
     trainer.train()
     tokens_per_s = timer.tokens / timer.seconds if timer.seconds else float("nan")
     peak = peak_tflops(args.peak_tflops)
-    mfu = tokens_per_s * flops_per_token(trainer.model, args.max_length, method == "lora") / (peak * 1e12) if peak else None
-    result = {
+    context = attention_context(document_lengths(rows, tokenizer, args.max_length))
+    flops = flops_per_token(trainer.model, context, method == "lora")
+    return {
         "method": method,
         "profile": profile.name,
         "shape": args.shape,
@@ -126,17 +153,53 @@ def run(method: str, args: argparse.Namespace, rows: Any, tokenizer: Any, scratc
         "max_length": args.max_length,
         "steps_timed": args.steps - args.warmup,
         "tokens_per_s_per_gpu": tokens_per_s,
-        "mfu": mfu,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 1024**3 if gpu else None,
+        "attention_context": context,
+        "flops_per_token": flops,
+        "mfu": tokens_per_s * flops / (peak * 1e12) if peak else None,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB if gpu else None,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB if gpu else None,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }
-    del trainer, model
-    if gpu:
-        torch.cuda.empty_cache()
-    return result
 
 
-def main() -> None:
+def measure_one(args: argparse.Namespace) -> dict[str, Any]:
+    """The child's work: build the data and tokenizer, train one method, return its measurements."""
+    torch.manual_seed(0)
+    profile = load_profile("tiny", {"data": {"dir": str(real_data_dir(args.data_dir)), "sources": SOURCES}})
+    profile.data.train_rows = {"default": max(200, args.steps * args.batch_size * 4)}
+    rows = assemble(profile.data, profile.seed).dataset["train"]
+    vocab = 32000 if args.shape != "tiny" else profile.model.tiny.vocab_size
+    tokenizer = modeling.build_tiny_tokenizer((training_text(r) for r in rows), vocab)
+    with tempfile.TemporaryDirectory() as scratch:
+        return run(args.methods[0], args, rows, tokenizer, Path(scratch))
+
+
+def child_command(args: argparse.Namespace, method: str, out: Path) -> list[str]:
+    """This script for one method, in a process of its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--methods", method, "--out", str(out)]
+    command += ["--shape", args.shape, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+    command += ["--packing" if args.packing else "--no-packing"]
+    for flag, value in (("--data-dir", args.data_dir), ("--peak-tflops", args.peak_tflops), ("--attention", args.attention)):
+        if value is not None:
+            command += [flag, str(value)]
+    return command
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One child process per method, in order; their measurements."""
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for method in args.methods:
+            out = Path(scratch) / f"{method}.json"
+            subprocess.run(child_command(args, method, out), check=True)
+            results.append(json.loads(out.read_text(encoding="utf-8")))
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (shared with the child processes)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="folder with the raw datasets (default ../shared/data)")
     parser.add_argument("--shape", choices=["7b", "13b", "tiny"], default="7b")
@@ -146,27 +209,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--packing", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--attention", help="attn_implementation (default: the profile's, resolved for this machine)")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU, if not recognised by name")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
-    args = parser.parse_args()
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parser().parse_args(argv)
     args.warmup = min(args.warmup, args.steps - 1)
-    profile = load_profile("tiny", {"data": {"dir": str(real_data_dir(args.data_dir)), "sources": SOURCES}})
-    profile.data.train_rows = {"default": max(200, args.steps * args.batch_size * 4)}
-    rows = assemble(profile.data, profile.seed).dataset["train"]
-    vocab = 32000 if args.shape != "tiny" else profile.model.tiny.vocab_size
-    tokenizer = modeling.build_tiny_tokenizer((training_text(r) for r in rows), vocab)
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for method in args.methods:
-            results.append(run(method, args, rows, tokenizer, Path(scratch)))
-            print(json.dumps(results[-1]))
-    print("\n| shape | method | device | tokens/s per GPU | MFU | peak memory |\n|---|---|---|---|---|---|")
+    if args.child:
+        args.out.write_text(json.dumps(measure_one(args)) + "\n", encoding="utf-8")
+        return []
+    results = measure(args)
+    print("\n| shape | method | attention | packing | tokens/s per GPU | MFU | peak allocated | peak reserved |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        memory = f"{r['peak_memory_gib']:.1f} GiB" if r["peak_memory_gib"] is not None else "n/a"
-        print(f"| {r['shape']} | {r['method']} | {r['device']} | {r['tokens_per_s_per_gpu']:,.0f} | {mfu} | {memory} |")
+        mem = [f"{r[key]:.1f} GiB" if r[key] is not None else "n/a" for key in ("peak_allocated_gib", "peak_reserved_gib")]
+        print(
+            f"| {r['shape']} | {r['method']} | {r['attention']} | {r['packing']} | {r['tokens_per_s_per_gpu']:,.0f} "
+            f"| {mfu} | {mem[0]} | {mem[1]} |"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
 
 
 if __name__ == "__main__":

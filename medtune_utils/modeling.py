@@ -135,7 +135,7 @@ def create_tiny_base(shape: TinyModelConfig, texts: Iterable[str], out_dir: str 
     from .io import atomic_dir
 
     out_dir = resolve(out_dir)
-    tokenizer = build_tiny_tokenizer(texts, shape.vocab_size)
+    tokenizer = tiny_tokenizer(shape, texts)
     model = build_tiny_model(shape, tokenizer, seed)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
@@ -143,15 +143,30 @@ def create_tiny_base(shape: TinyModelConfig, texts: Iterable[str], out_dir: str 
     return out_dir
 
 
+def tiny_tokenizer(shape: TinyModelConfig, texts: Iterable[str]) -> PreTrainedTokenizerBase:
+    """The tiny model's tokenizer: `shape.tokenizer` loaded (its length must be `shape.vocab_size`), else trained on `texts`."""
+    if shape.tokenizer is None:
+        return build_tiny_tokenizer(texts, shape.vocab_size)
+    if not resolve(shape.tokenizer).is_dir():
+        raise FileNotFoundError(f"model.tiny.tokenizer: no tokenizer folder at {resolve(shape.tokenizer)}")
+    tokenizer = load_tokenizer(shape.tokenizer)
+    if len(tokenizer) != shape.vocab_size:
+        raise ValueError(
+            f"model.tiny.vocab_size is {shape.vocab_size} but the tokenizer {resolve(shape.tokenizer)} has "
+            f"{len(tokenizer)} tokens: set model.tiny.vocab_size: {len(tokenizer)}"
+        )
+    return tokenizer
+
+
 def tokenizer_for_stats(profile: Any, texts: Iterable[str], name_or_path: str | None = None) -> PreTrainedTokenizerBase | None:
     """The tokenizer that length statistics are counted in: the one given, the base model's, or tiny's.
 
-    For `tiny` it is trained on `texts` exactly as fine-tuning will train it. A hub tokenizer that cannot be
+    For `tiny` it is `tiny_tokenizer`'s, as fine-tuning will build it. A hub tokenizer that cannot be
     loaded (offline, gated) gives None and a warning: the statistics then carry character lengths only.
     """
     name = name_or_path or profile.model.base
     if is_tiny(name):
-        return build_tiny_tokenizer(texts, profile.model.tiny.vocab_size)
+        return tiny_tokenizer(profile.model.tiny, texts)
     try:
         return load_tokenizer(name, revision=profile.model.revision)
     except OSError as exc:
@@ -201,22 +216,46 @@ def resolve_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def resolve_attention(name: str) -> str:
-    """`auto` is FlashAttention-2 when installed on a GPU, else PyTorch SDPA."""
+DENSE_ATTENTION = ("sdpa", "eager")
+
+
+def resolve_attention(name: str, packing: bool = False) -> str:
+    """`auto` is FlashAttention-2 when installed on a GPU; else, for packed training on a GPU, PyTorch's FlexAttention
+    (block-sparse over the packed documents, built into torch: the `gpu` extra cannot install flash-attn, PyPI has only
+    its source); else PyTorch SDPA. FlexAttention has no backward pass on CPU, so CPU training stays on SDPA."""
     if name != "auto":
         return name
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
+    if torch.cuda.is_available() and packing:
+        return "flex_attention"
     return "sdpa"
 
 
+def warn_if_dense_packing(attention: str, packing: bool, max_length: int) -> None:
+    """Packed rows under SDPA or eager attention get a dense block-diagonal mask: correct, but quadratic in the row."""
+    if packing and attention in DENSE_ATTENTION:
+        log.warning(
+            "packing with %s attention: each packed row of up to %d tokens gets a dense block-diagonal mask, so "
+            "attention costs grow with the square of the row, not of each document; on a GPU use flash_attention_2 "
+            "(pip install flash-attn) or flex_attention (model.attn_implementation), or train without packing",
+            attention,
+            max_length,
+        )
+
+
 def load_model(
-    name_or_path: str, model_cfg: ModelConfig, lora: LoraConfig | None = None, revision: str | None = None
+    name_or_path: str,
+    model_cfg: ModelConfig,
+    lora: LoraConfig | None = None,
+    revision: str | None = None,
+    packing: bool = False,
 ) -> PreTrainedModel:
-    """Load a causal LM with the profile's dtype and attention; 4-bit (QLoRA) when `lora.load_in_4bit`."""
+    """Load a causal LM with the profile's dtype and attention (for packed training when `packing`); 4-bit (QLoRA)
+    when `lora.load_in_4bit`."""
     kwargs: dict[str, Any] = {
         "dtype": resolve_dtype(model_cfg.dtype),
-        "attn_implementation": resolve_attention(model_cfg.attn_implementation),
+        "attn_implementation": resolve_attention(model_cfg.attn_implementation, packing),
         "revision": revision,
     }
     if lora is not None and lora.load_in_4bit:

@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from medtune_utils import modeling
 from medtune_utils.assemble import assemble
-from medtune_utils.config import DataConfig, load_profile
+from medtune_utils.config import DataConfig, TinyModelConfig, load_profile
 from medtune_utils.prompts import build_prompt, training_text
 from medtune_utils.train import sft_config
 
@@ -117,7 +117,7 @@ def test_every_paper_profile_names_a_llama2_shape(name: str, size: str) -> None:
     assert config.num_hidden_layers == modeling.LLAMA2_SHAPES[size]["num_hidden_layers"]
 
 
-@pytest.mark.parametrize(("name", "lr", "batch", "accumulation"), [("llama2-7b", 2e-5, 4, 4), ("llama2-13b", 1e-5, 2, 8)])
+@pytest.mark.parametrize(("name", "lr", "batch", "accumulation"), [("llama2-7b", 2e-5, 1, 128), ("llama2-13b", 1e-5, 1, 128)])
 def test_full_finetune_profiles_build_their_sft_config_on_cpu(
     name: str, lr: float, batch: int, accumulation: int, tmp_path: Path
 ) -> None:
@@ -130,13 +130,13 @@ def test_full_finetune_profiles_build_their_sft_config_on_cpu(
     assert args.learning_rate == pytest.approx(lr)
     assert args.lr_scheduler_type.value == "cosine"
     assert args.get_warmup_steps(1000) == 30  # warmup_ratio 0.03 of the schedule
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (batch, accumulation)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (batch, accumulation)  # one process
     assert args.max_length == 2048 and args.packing
     assert (args.save_steps, args.save_total_limit, args.logging_steps) == (200, 2, 10)
     assert args.seed == args.data_seed == 42
     assert args.weight_decay == 0.0 and args.max_grad_norm == 1.0
     assert args.optim.value == "adamw_torch"
-    assert args.use_cpu  # this machine has no GPU
+    assert args.use_cpu == (not torch.cuda.is_available())  # decided from the hardware, on CPU and GPU machines alike
     assert not args.use_liger_kernel
 
 
@@ -173,8 +173,9 @@ def test_lora_on_tiny_model_trains_only_adapters(tiny_dir: Path) -> None:
     assert wrapped == set(profile.lora.target_modules)
 
 
-def test_qlora_without_bitsandbytes_says_to_install_the_gpu_extra() -> None:
-    assert importlib.util.find_spec("bitsandbytes") is None  # the CPU environment does not ship it
+def test_qlora_without_bitsandbytes_says_to_install_the_gpu_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec  # hide bitsandbytes, as on a CPU machine, even where the gpu extra is installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
     profile = load_profile("llama2-13b-qlora")
     assert profile.lora.load_in_4bit
     with pytest.raises(RuntimeError, match=r"bitsandbytes.*pip install -e '\.\[gpu\]'"):
@@ -209,12 +210,54 @@ def test_load_tokenizer_adds_a_pad_token_when_there_is_no_unk(tmp_path: Path) ->
     assert len(tok) == 5  # two special tokens, two words and the new pad: the trainer resizes the embeddings
 
 
-def test_real_llama2_tokenizer_pad_handling_when_cached() -> None:
-    from huggingface_hub import try_to_load_from_cache
-
-    repo = "meta-llama/Llama-2-7b-hf"
-    if not isinstance(try_to_load_from_cache(repo, "tokenizer_config.json"), str):
-        pytest.skip(f"{repo} tokenizer not in the local Hugging Face cache (gated; needs a token and network)")
-    tok = modeling.load_tokenizer(repo, padding_side="left")
+def test_real_llama2_tokenizer_pad_handling(llama2_tokenizer_dir: Path) -> None:
+    tok = modeling.load_tokenizer(str(llama2_tokenizer_dir), padding_side="left")  # ../shared/tokenizers/llama-2
     assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id) == (1, 2, 0, 0)
     assert len(tok) == 32000 and tok.padding_side == "left"
+
+
+@pytest.mark.parametrize(
+    ("cuda", "flash", "packing", "expected"),
+    [
+        (True, True, True, "flash_attention_2"),
+        (True, False, True, "flex_attention"),  # block-sparse over packed documents, shipped with torch
+        (True, False, False, "sdpa"),
+        (False, False, True, "sdpa"),  # FlexAttention has no backward pass on CPU
+    ],
+)
+def test_auto_attention_for_packed_training(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, flash: bool, packing: bool, expected: str
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    flash_spec = object() if flash else None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: flash_spec if name == "flash_attn" else find_spec(name, *a))
+    assert modeling.resolve_attention("auto", packing) == expected
+    assert modeling.resolve_attention("eager", packing) == "eager"
+
+
+def test_packing_over_a_dense_mask_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="medtune_utils.modeling"):
+        modeling.warn_if_dense_packing("flex_attention", True, 2048)
+        modeling.warn_if_dense_packing("sdpa", False, 2048)
+        assert not caplog.records
+        modeling.warn_if_dense_packing("sdpa", True, 2048)
+    assert "dense block-diagonal mask" in caplog.text and "2048 tokens" in caplog.text
+
+
+def test_flex_attention_on_packed_rows_equals_each_document_alone() -> None:
+    """What the GPU default for packed training computes, checked on CPU (forward only: no flex backward on CPU)."""
+    config = modeling.tiny_config(TinyModelConfig(hidden_size=64, intermediate_size=172), vocab_size=300)
+    torch.manual_seed(0)
+    weights = LlamaForCausalLM(config).state_dict()
+    lengths = [40, 7, 65, 16]
+    ids = torch.randint(3, 300, (1, sum(lengths)))
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    flex = LlamaForCausalLM._from_config(config, attn_implementation="flex_attention")
+    flex.load_state_dict(weights)
+    alone = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+    alone.load_state_dict(weights)
+    with torch.no_grad():
+        packed = flex.eval()(input_ids=ids, position_ids=positions, use_cache=False).logits
+        separate = torch.cat([alone.eval()(input_ids=doc).logits for doc in ids.split(lengths, dim=1)], dim=1)
+    torch.testing.assert_close(packed, separate, atol=1e-4, rtol=1e-4)

@@ -246,18 +246,25 @@ def _sample_profile(sample_dir: Path, **overrides: Any) -> Profile:
 
 
 @pytest.mark.slow
-def test_rerun_reuses_a_finished_run_and_refuses_another_recipes_checkpoints(sample_dir: Path, tmp_path: Path) -> None:
+def test_rerun_reuses_a_finished_run_and_refuses_another_recipes_checkpoints(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     profile = _sample_profile(sample_dir)
     run_assembly(profile, tmp_path)
     model_dir = T.train(profile, tmp_path)
     first, saved_at = _weights(model_dir), (model_dir / "model.safetensors").stat().st_mtime_ns
+    files = sorted(p.name for p in model_dir.iterdir())
 
     assert T.train(profile, tmp_path) == model_dir  # same recipe, finished: nothing trained, nothing rewritten
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == saved_at
     assert [r["step"] for r in Run(tmp_path).train_log()] == [1, 2, 3]
 
     shutil.rmtree(model_dir)  # as after a crash while saving: the finished checkpoint is saved, not trained further
-    T.train(profile, tmp_path)
+    with monkeypatch.context() as patch:  # recovery loads no model and builds no trainer (no private Trainer API either)
+        patch.setattr(T, "SFTTrainer", None)
+        patch.setattr(T.modeling, "load_model", None)
+        T.train(profile, tmp_path)
+    assert sorted(p.name for p in model_dir.iterdir()) == files  # the same folder as a run that saved normally
     assert [r["step"] for r in Run(tmp_path).train_log()] == [1, 2, 3]
     summary = Run(tmp_path).env()["steps"]["finetune"]["summary"]
     assert (summary["global_step"], summary["resumed_from"]) == (3, "checkpoint-3")
