@@ -158,17 +158,30 @@ def fit_texts(ax: Axes, texts: Iterable[Text], pad_px: float = 4.0) -> None:
 
 @styled
 def plot_training_curves(logs: dict[str, pd.DataFrame]) -> Figure:
-    """Training loss and learning rate against optimizer step, one line per run."""
+    """Training loss (solid) and, where logged, evaluation loss (dashed) and the learning rate against optimizer step."""
     fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
     if not logs:
         absent(loss_ax, "no training log")
         absent(lr_ax, "no training log")
         return fig
-    for run, frame in logs.items():
-        loss_ax.plot(frame.step, frame.loss, marker="o", markersize=3, label=run)
-        if "learning_rate" in frame:
-            lr_ax.plot(frame.step, frame.learning_rate, label=run)
-    loss_ax.set(xlabel="optimizer step", ylabel="training loss (nats/token, completion only)", title="Training loss")
+    for colour, (run, frame) in zip(palette(len(logs)), logs.items()):
+        trained = frame[frame.loss.notna()] if "loss" in frame else frame.iloc[:0]
+        loss_ax.plot(trained.step, trained.loss, marker="o", markersize=3, color=colour, label=f"{run}: training")
+        if "eval_loss" in frame:
+            evaluated = frame[frame.eval_loss.notna()]
+            loss_ax.plot(
+                evaluated.step,
+                evaluated.eval_loss,
+                linestyle="--",
+                marker="s",
+                markersize=3,
+                color=colour,
+                label=f"{run}: evaluation",
+            )
+        if "learning_rate" in trained:
+            lr_ax.plot(trained.step, trained.learning_rate, color=colour, label=run)
+    title = "Training and evaluation loss" if any("eval_loss" in f for f in logs.values()) else "Training loss"
+    loss_ax.set(xlabel="optimizer step", ylabel="loss (nats/token, completion only)", title=title)
     lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title="Learning-rate schedule")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     loss_ax.legend(fontsize=8)
@@ -403,3 +416,49 @@ def absent(ax: Axes, message: str) -> None:
     """Replace an empty plot by a grey `absent: ...` note."""
     ax.set_axis_off()
     ax.text(0.5, 0.5, f"absent: {message}", ha="center", va="center", fontsize=11, color="grey", transform=ax.transAxes)
+
+
+# ---------------------------------------------------------------- composition study
+
+
+@styled
+def plot_composition_study(deltas: pd.DataFrame, reference: str, mixes: list[str]) -> Figure:
+    """One panel per source: each mix's headline metric minus the reference mix's (points), paired 95% intervals."""
+    others = [mix for mix in mixes if mix != reference]
+    sources = source_order(deltas.source) if not deltas.empty else []
+    columns = min(3, max(1, len(sources)))
+    rows = max(1, -(-len(sources) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.35 * max(3, len(others)) * rows + 1.4), squeeze=False)
+    flat = list(axes.flat)
+    if not sources:
+        absent(flat[0], "no scored mix (run the study first)")
+        return fig
+    for ax in flat[len(sources) :]:
+        ax.set_axis_off()
+    colours = dict(zip(others, palette(len(others))))
+    for ax, source in zip(flat, sources):
+        part = deltas[(deltas.source == source) & (deltas.mix != reference)].set_index("mix").reindex(others)
+        y = np.arange(len(others))
+        shown = part.delta.notna().to_numpy()
+        ax.errorbar(
+            part.delta[shown],
+            y[shown],
+            xerr=[(part.delta - part.low)[shown], (part.high - part.delta)[shown]],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+        )
+        ax.scatter(part.delta[shown], y[shown], c=[colours[m] for m in np.array(others)[shown]], zorder=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        low, high = ax.get_xlim()
+        ax.set_xlim(min(low, -1.0), max(high, 1.0))
+        ax.set_yticks(y, others)
+        ax.invert_yaxis()
+        metric = deltas.loc[deltas.source == source, "metric"].iloc[0]
+        value = deltas.loc[(deltas.source == source) & (deltas.mix == reference), "value"]
+        title = f"{row_label(source, metric)}\n{reference}: {value.iloc[0]:.1f}" if len(value) else row_label(source, metric)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"points vs {reference}", fontsize=8)
+    fig.suptitle(f"Difference from mix {reference!r} (headline metric, paired bootstrap 95% CI)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -18,6 +18,7 @@ from .names import family_name, metric_name, metric_rank, source_order, visible_
 from .paths import resolve
 from .run import Run
 
+MAJORITY = "majority class"
 COMPOSITION_COLUMNS = ["Dataset", "Task", "Train rows", "Validation rows", "Validation split", "Prompt chars", "Answer chars"]
 
 
@@ -49,12 +50,14 @@ def main_results_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """The paper's numbers beside every run/model, per source and metric, with intervals and splits.
 
     Rows are each source's headline metric plus every metric the paper reports for it; a column per
-    paper model and per run/model. Cells with no number are empty.
+    paper model and per run/model, and per run the majority-class reference of its classification sources (the score
+    of always giving the training split's commonest answer). Cells with no number are empty.
     """
     wanted = set(zip(paper.source, paper.metric))
     if not ours.empty:
         wanted |= set(zip(ours.loc[ours.headline, "source"], ours.loc[ours.headline, "metric"]))
     run_models = list(dict.fromkeys(zip(ours.run, ours.model))) if not ours.empty else []
+    majority_runs = list(dict.fromkeys(ours.run[ours.majority.notna()])) if "majority" in ours else []
     records = []
     for source in source_order(s for s, _ in wanted):
         for metric in sorted({m for s, m in wanted if s == source}, key=metric_rank):
@@ -73,6 +76,9 @@ def main_results_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
             for run, model in run_models:
                 hit = ours_here[(ours_here.run == run) & (ours_here.model == model)]
                 record[f"{run}/{model}"] = fmt(*hit[["value", "ci_low", "ci_high"]].iloc[0]) if len(hit) else ""
+            for run in majority_runs:
+                hit = ours_here[(ours_here.run == run) & ours_here.majority.notna()]
+                record[f"{run}/{MAJORITY}"] = fmt(hit.majority.iloc[0]) if len(hit) else ""
             records.append(record)
     table = pd.DataFrame(records)
     return table.drop(columns="Split (ours)") if ours.empty and not table.empty else table
@@ -182,6 +188,7 @@ def scores_table(scores: dict[str, Any]) -> pd.DataFrame:
                     "score (%)": fmt(100 * entry["value"], 100 * entry["ci_low"], 100 * entry["ci_high"]),
                     "n": entry["n"],
                     "malformed (%)": round(100 * entry["malformed_rate"], 1),
+                    "majority class (%)": fmt(100 * entry["majority"]["value"]) if "majority" in entry else "",
                 }
             )
     return pd.DataFrame(records)
@@ -228,3 +235,35 @@ def _gold_text(source: str, gold: Any, input_text: str, ner_format: str) -> str:
     if source not in TASKS:
         return str(gold)
     return get_task(source, ner_format).render(tuple(gold) if isinstance(gold, list) else gold, input_text)
+
+
+# ---------------------------------------------------------------- composition study
+
+
+def composition_study_table(deltas: pd.DataFrame, reference: str, mixes: Sequence[str]) -> pd.DataFrame:
+    """One row per source: the reference mix's headline value (percent), then each other mix's difference (points).
+
+    `deltas` is `sweep.compare_mixes`'s frame; a cell is `-3.10 [-6.2, 0.1]`, empty where a mix has no score.
+    """
+    if deltas.empty:
+        return pd.DataFrame(columns=["Dataset", "Metric", reference])
+    others = [mix for mix in mixes if mix != reference and mix in set(deltas.mix)]
+    records = []
+    for source in source_order(deltas.source):
+        rows = deltas[deltas.source == source].set_index("mix")
+        first = rows.iloc[0]
+        record = {"Dataset": source, "Metric": metric_name(first.metric)}
+        record[f"{reference} (%)"] = fmt(rows.loc[reference, "value"]) if reference in rows.index else ""
+        for mix in others:
+            hit = rows.loc[mix] if mix in rows.index else None
+            record[f"{mix} (Δ)"] = _signed(hit.delta, hit.low, hit.high) if hit is not None else ""
+        record["n"] = int(rows.n.max())
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _signed(value: float, low: float, high: float) -> str:
+    """`+1.25 [-0.5, 3.0]`: a difference in points with its interval."""
+    if pd.isna(value):
+        return ""
+    return f"{value:+.2f}" + (f" [{low:.1f}, {high:.1f}]" if not (pd.isna(low) or pd.isna(high)) else "")

@@ -176,7 +176,22 @@ def test_training_curves_plot_the_logged_values() -> None:
     assert list(lr_ax.lines[0].get_ydata()) == [r["learning_rate"] for r in log]
     assert (loss_ax.get_title(), lr_ax.get_title()) == ("Training loss", "Learning-rate schedule")
     assert loss_ax.get_xlabel() == lr_ax.get_xlabel() == "optimizer step"
-    assert _legend_labels(loss_ax) == ["run_small", "other"]
+    assert _legend_labels(loss_ax) == ["run_small: training", "other: training"]
+
+
+def test_training_curves_draw_the_evaluation_loss_dashed_beside_the_training_loss() -> None:
+    """Evaluation records (step, eval_loss) give a dashed line of their own; they leave the training line unbroken."""
+    log = collect_train_logs([FIXTURE])["run_small"]
+    steps = list(log.step[::2])
+    evaluated = pd.DataFrame({"step": steps, "eval_loss": [2.0 + 0.1 * i for i in range(len(steps))]})
+    fig = figures.plot_training_curves({"run_small": pd.concat([log, evaluated], ignore_index=True)})
+    loss_ax = fig.axes[0]
+    training, evaluation = loss_ax.lines
+    assert list(training.get_ydata()) == list(log.loss) and training.get_linestyle() == "-"
+    assert list(evaluation.get_xdata()) == steps and list(evaluation.get_ydata()) == list(evaluated.eval_loss)
+    assert evaluation.get_linestyle() == "--" and evaluation.get_color() == training.get_color()
+    assert loss_ax.get_title() == "Training and evaluation loss"
+    assert _legend_labels(loss_ax) == ["run_small: training", "run_small: evaluation"]
 
 
 def test_results_show_ours_with_intervals_beside_the_paper() -> None:
