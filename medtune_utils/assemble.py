@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import pandas as pd
 from datasets import Dataset, DatasetDict
 
 from .config import DataConfig, Profile
+from .io import write_text_atomic
 from .paths import looks_like_hub_id, resolve
-from .prompts import build_prompt, training_text
+from .prompts import TEMPLATE, build_prompt, training_text
 from .records import MissingSourceError, Record
 from .run import Run
 from .tasks import Task, get_task, match_source, task_names
@@ -96,34 +98,86 @@ def to_row(task: Task, record: Record, seed: int, split: str) -> dict[str, str]:
 
 
 def run_assembly(profile: Profile, run_dir: str | Path, tokenizer: str | None = None) -> Assembly:
-    """Notebook 01's job: assemble, add token lengths, save to `<run_dir>/data/`, record the step (holding the run's lock)."""
+    """Notebook 01's job: assemble, add token lengths, save to `<run_dir>/data/`, record the step (holding the run's lock).
+
+    Token lengths are read from the cache kept with the previous dataset (`Run.token_counts_path`) when it was
+    counted with the same tokenizer; only new texts are encoded, and the cache is saved with the new dataset.
+    """
     from .modeling import tokenizer_for_stats
 
     run = Run(run_dir)
     with run.lock("assemble"):
         assembly = assemble(profile.data, profile.seed)
-        texts = (training_text(row) for row in assembly.dataset["train"])
+        texts = (training_text(row, profile.data.template) for row in assembly.dataset["train"])
         stats_tokenizer = tokenizer_for_stats(profile, texts, tokenizer)
+        counter = None
         if stats_tokenizer is not None:
-            assembly.stats = assembly.stats.merge(token_stats(assembly.dataset, stats_tokenizer), on=["source", "split"])
+            counter = TokenCounter.load(stats_tokenizer, run.token_counts_path)
+            lengths = token_stats(assembly.dataset, counter, template=profile.data.template)
+            assembly.stats = assembly.stats.merge(lengths, on=["source", "split"])
         assembly.save_to(run)
+        if counter is not None:
+            counter.save(run.token_counts_path)
         run.record_step("assemble", profile, {"notices": assembly.notices, "source_files": assembly.files})
     return assembly
 
 
-def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) -> pd.DataFrame:
-    """Mean prompt and completion length in tokens of `tokenizer`, per source and split (batched encoding)."""
-    from .modeling import token_counts
+class TokenCounter:
+    """Token counts in one tokenizer: each unique text is encoded once, in batches, and remembered (by its hash).
 
+    `load` and `save` keep the counts in a JSON file tagged with a fingerprint of the tokenizer, so a cache made
+    with another tokenizer (or another tiny vocabulary) is never used.
+    """
+
+    def __init__(self, tokenizer: Any, batch_size: int = 4096) -> None:
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.fingerprint = _fingerprint(tokenizer)
+        self.known: dict[str, int] = {}
+        self.encoded = 0
+
+    @classmethod
+    def load(cls, tokenizer: Any, path: Path) -> TokenCounter:
+        """A counter that starts from the counts cached at `path` when they were made with this tokenizer."""
+        counter = cls(tokenizer)
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            log.warning("token count cache %s unreadable (%s); counting again", path, exc)
+            cached = {}
+        if cached.get("tokenizer") == counter.fingerprint:
+            counter.known = {key: int(n) for key, n in cached["counts"].items()}
+        return counter
+
+    def save(self, path: Path) -> Path:
+        """Write every count known so far, atomically."""
+        return write_text_atomic(path, json.dumps({"tokenizer": self.fingerprint, "counts": self.known}, sort_keys=True))
+
+    def counts(self, texts: Sequence[str], special: bool = False) -> list[int]:
+        """Token count of each text, with or without the tokenizer's special tokens."""
+        keys = [_text_key(text, special) for text in texts]
+        new = {key: text for key, text in zip(keys, texts) if key not in self.known}
+        pending = list(new.items())
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start : start + self.batch_size]
+            lengths = _encoded_lengths(self.tokenizer, [text for _, text in chunk], special)
+            self.known.update((key, n) for (key, _), n in zip(chunk, lengths))
+        self.encoded += len(pending)
+        return [self.known[key] for key in keys]
+
+
+def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096, template: str = TEMPLATE) -> pd.DataFrame:
+    """Mean prompt (in `template`) and completion length in tokens, per source and split; `tokenizer` may be a `TokenCounter`."""
+    counter = tokenizer if isinstance(tokenizer, TokenCounter) else TokenCounter(tokenizer, batch_size)
     frames = []
     for split in SPLITS:
         part = dataset[split]
-        prompts = [build_prompt(i, x) for i, x in zip(part["instruction"], part["input"])]
+        prompts = [build_prompt(i, x, template) for i, x in zip(part["instruction"], part["input"])]
         frame = pd.DataFrame(
             {
                 "source": part["source"],
-                "prompt_tokens": token_counts(tokenizer, prompts, True, batch_size),
-                "completion_tokens": token_counts(tokenizer, part["output"], False, batch_size),
+                "prompt_tokens": counter.counts(prompts, True),
+                "completion_tokens": counter.counts(part["output"], False),
             }
         )
         frames.append(frame.groupby("source", sort=False).mean().reset_index().assign(split=split))
@@ -131,10 +185,29 @@ def token_stats(dataset: DatasetDict, tokenizer: Any, batch_size: int = 4096) ->
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
+def _encoded_lengths(tokenizer: Any, texts: list[str], special: bool) -> list[int]:
+    """Token counts of a batch; a fast tokenizer encodes in Rust without building offsets or Python id lists."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return [len(encoding.ids) for encoding in backend.encode_batch_fast(texts, add_special_tokens=special)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+
+
+def _text_key(text: str, special: bool) -> str:
+    return hashlib.blake2b(f"{int(special)}{text}".encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _fingerprint(tokenizer: Any) -> str:
+    """A hash of the tokenizer's full definition (vocabulary, merges, normalizer, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(definition.encode()).hexdigest()[:24]
+
+
 def _available_tasks(data: DataConfig, data_dir: Path, notices: list[str]) -> Iterable[tuple[Task, Path]]:
     explicit = data.sources is not None
     for name in data.sources if explicit else task_names():
-        task = get_task(name, data.ner_format)
+        task = get_task(name, data.ner_format, data.template)
         base = resolve(data.credentialed_dir) if task.credentialed and data.credentialed_dir else data_dir
         try:
             folder = task.find_folder(base)

@@ -10,8 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medtune_utils.assemble import COLUMNS, LeakageError, assemble, run_assembly
+from medtune_utils import assemble as assemble_module
+from medtune_utils.assemble import COLUMNS, LeakageError, TokenCounter, assemble, run_assembly
 from medtune_utils.config import DataConfig, load_profile
+from medtune_utils.modeling import build_tiny_tokenizer
+from medtune_utils.prompts import build_prompt, training_text
 from medtune_utils.records import MissingSourceError
 from medtune_utils.run import Run
 from medtune_utils.tasks import get_task
@@ -220,3 +223,38 @@ def test_run_assembly_writes_everything(sample_dir: Path, tmp_path: Path) -> Non
     assert env["steps"]["assemble"]["source_files"] and env["seed"] == 42 and "torch" in env["packages"]
     assert set(stats.source) == {p.name for p in sample_dir.iterdir() if p.is_dir()} - {"ChatDoctor"} | {"ChatDoctor"}
     assert set(stats[stats.split == "validation"].task) == {"ner", "re", "nli", "cls", "qa"}
+
+
+def test_token_counter_encodes_each_unique_text_once_and_matches_the_tokenizer(sample_dir: Path) -> None:
+    rows = assemble(DataConfig(dir=str(sample_dir)), 0).dataset["train"]
+    tokenizer = build_tiny_tokenizer((training_text(r) for r in rows), 256)
+    texts = [build_prompt(r["instruction"], r["input"]) for r in rows] + list(rows["output"]) * 2
+    counter = TokenCounter(tokenizer, batch_size=7)
+    for special in (True, False):
+        expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        assert counter.counts(texts, special) == expected
+    assert counter.encoded == 2 * len(set(texts)) < 2 * len(texts)  # once per unique text (and special-token choice)
+    assert counter.counts(texts[:3]) and counter.encoded == 2 * len(set(texts))
+
+
+def test_token_counts_are_cached_with_the_dataset_and_only_for_the_same_tokenizer(
+    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = load_profile("tiny", {"data.dir": str(sample_dir)})
+    first = run_assembly(profile, tmp_path).stats
+    run = Run(tmp_path)
+    cached = json.loads(run.token_counts_path.read_text())
+    assert len(cached["counts"]) > 100
+    encoded: list[int] = []
+    original = assemble_module._encoded_lengths
+    monkeypatch.setattr(
+        assemble_module,
+        "_encoded_lengths",
+        lambda tok, texts, special: encoded.append(len(texts)) or original(tok, texts, special),
+    )
+    again = run_assembly(profile, tmp_path).stats
+    assert encoded == [] and again.equals(first)  # same data and tokenizer: every count read from the cache
+    other = TokenCounter.load(build_tiny_tokenizer(["another vocabulary entirely"] * 3, 64), run.token_counts_path)
+    assert other.known == {} and other.fingerprint != cached["tokenizer"]
+    run.token_counts_path.write_text("{not json")
+    assert TokenCounter.load(build_tiny_tokenizer(["x y"], 64), run.token_counts_path).known == {}

@@ -6,6 +6,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from medtune_utils import modeling
 from medtune_utils.assemble import to_row
 from medtune_utils.config import TinyModelConfig, load_profile
 from medtune_utils.evaluate import budget_reference
-from medtune_utils.generation import Generation, generate, token_budgets
+from medtune_utils.generation import Generation, batch_order, generate, token_budgets
 from medtune_utils.paths import repo_root, shared_data_dir
 from medtune_utils.prompts import build_prompt, training_text
 from medtune_utils.tasks import get_task
@@ -26,9 +27,9 @@ TASKS = {SOURCE: get_task(SOURCE), "GAD": get_task("GAD")}
 SEED = 42
 
 
-def _ncbi_rows(split: str) -> list[dict[str, str]]:
+def _ncbi_rows(split: str, ner_format: str = "lines") -> list[dict[str, str]]:
     """Instruction rows of NCBI-disease: the full public data when present, else the committed samples."""
-    task = get_task(SOURCE)
+    task = get_task(SOURCE, ner_format)
     folder = shared_data_dir() / SOURCE
     if not folder.is_dir():
         folder = repo_root() / "data" / "sample" / SOURCE
@@ -280,3 +281,60 @@ def test_training_mode_is_restored(model: LlamaForCausalLM, tokenizer: PreTraine
 
 def test_rows_come_from_real_devel_data(devel_rows: list[dict[str, str]]) -> None:
     assert all(r["source"] == SOURCE and "/devel/" in r["id"] for r in devel_rows)
+
+
+def test_a_batch_ends_once_every_row_has_stopped_or_spent_its_own_budget(
+    scripted: tuple[LlamaForCausalLM, list[str], list[str]], tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """The first row runs on past its answer (no stop string) but has a budget of 3; the second stops at eos."""
+    model, prompts, answers = scripted
+    steps = []
+    hook = model.register_forward_pre_hook(lambda module, args: steps.append(1))
+    try:
+        batched = generate(model, tokenizer, prompts, [3, 40], batch_size=2, stop_strings=None, progress=False)
+        batch_steps = len(steps)
+    finally:
+        hook.remove()
+    assert batched == generate(model, tokenizer, prompts, [3, 40], batch_size=1, stop_strings=None, progress=False)
+    assert batched[0].hit_budget and not batched[1].hit_budget and batched[1].text == answers[1]
+    answer_tokens = len(tokenizer(answers[1], add_special_tokens=False)["input_ids"])
+    assert batch_steps <= answer_tokens + 2 < 40  # the prompt, the answer and its eos: not the larger budget of 40
+
+
+def test_batches_are_grouped_by_budget_then_source_then_prompt_length() -> None:
+    lengths = [50, 10, 30, 20, 40, 60]
+    budgets = [8, 100, 8, 100, 8, 8]
+    sources = ["GAD", "NCBI", "HoC", "NCBI", "GAD", "HoC"]
+    assert batch_order(lengths, budgets, sources) == [3, 1, 0, 4, 5, 2]
+    assert batch_order(lengths, budgets) == [3, 1, 5, 0, 4, 2]
+
+
+@pytest.mark.parametrize("ner_format", ["lines", "entities"])
+def test_no_gold_answer_of_real_devel_rows_exceeds_its_budget(ner_format: str, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Every NCBI-disease devel row (the full public set when present); budgets read only training rows."""
+    tasks = {SOURCE: get_task(SOURCE, ner_format)}
+    devel = _ncbi_rows("devel", ner_format)
+    reference = budget_reference(Dataset.from_list(_ncbi_rows("train", ner_format)), {SOURCE})
+    budgets = token_budgets(devel, reference, tokenizer, tasks, cap=100_000)
+    gold = modeling.token_counts(tokenizer, [r["output"] for r in devel])
+    assert all(g <= b for g, b in zip(gold, budgets)), max(g - b for g, b in zip(gold, budgets))
+    format_bound = token_budgets(devel, [], tokenizer, tasks, cap=100_000)
+    if ner_format == "lines":
+        assert budgets == format_bound  # the format's own bound is tight: an all-O answer is a real answer
+    else:  # every token a mention is far from what the training answers show
+        assert sum(budgets) < 0.8 * sum(format_bound), (sum(budgets), sum(format_bound))  # 0.74 measured
+
+
+def test_free_text_budgets_leave_out_the_longest_outliers_but_cover_real_answers(
+    shared_data: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    task = get_task("ChatDoctor")
+    folder = task.find_folder(shared_data)
+    train = [to_row(task, r, SEED, "train") for r in task.load(folder, "train")]
+    held_out = [to_row(task, r, SEED, "devel") for r in task.load(folder, "devel")]
+    reference = budget_reference(Dataset.from_list(train), {"ChatDoctor"})
+    budgets = token_budgets(held_out, reference, tokenizer, {"ChatDoctor": task}, cap=100_000)
+    longest = max(modeling.token_counts(tokenizer, [r["output"] for r in reference]))
+    assert len(set(budgets)) == 1 and budgets[0] < math.ceil(1.25 * longest) + 8
+    gold = modeling.token_counts(tokenizer, [r["output"] for r in held_out])
+    assert sum(g > budgets[0] for g in gold) <= 0.01 * len(gold), (budgets[0], sorted(gold)[-5:])
