@@ -8,6 +8,7 @@ file it came from.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -36,6 +37,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_grad_norm": 1.0,
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 8,
+    "global_batch_size": None,
+    "eval_rows": None,
     "max_length": 1024,
     "packing": False,
     "bf16": None,
@@ -51,8 +54,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "report_to": None,
 }
 # `train` keys that are not SFTConfig fields: resume from the last checkpoint; warmup as a fraction of the steps;
-# what to do with training rows longer than `max_length` (`drop`: train on what fits, counted in stats.csv; `fail`: stop).
-TRAIN_OWN: dict[str, type] = {"resume": bool, "warmup_ratio": float, "on_too_long": str}
+# what to do with training rows longer than `max_length` (`drop`: train on what fits, counted in stats.csv; `fail`: stop);
+# the global batch in sequences per optimizer step (null: `gradient_accumulation_steps` as given; else the accumulation is
+# derived from it, the per-device batch and the number of processes, see `with_accumulation`); how many validation rows
+# (a fixed subset) give the evaluation loss beside the training loss (null: none; when set, `eval_strategy` defaults to steps).
+TRAIN_OWN: dict[str, Any] = {
+    "resume": bool,
+    "warmup_ratio": float,
+    "on_too_long": str,
+    "global_batch_size": int | None,
+    "eval_rows": int | None,
+}
 # SFTConfig fields whose null means "decide from the hardware" in `train.sft_config`.
 TRAIN_AUTO = ("bf16", "gradient_checkpointing", "use_liger_kernel", "report_to")
 # SFTConfig fields that `train.sft_config` sets itself, and how: a profile may not set them.
@@ -102,7 +114,11 @@ def dump_yaml(data: Any) -> str:
 
 @dataclass
 class TinyModelConfig:
-    """Shape of the tiny Llama built on the spot for CPU smoke runs."""
+    """Shape of the tiny Llama built on the spot for CPU smoke runs, and its tokenizer.
+
+    `tokenizer` null: a byte-level BPE of `vocab_size` tokens trained on the run's text; else a tokenizer folder (relative
+    to the repository root, e.g. ../shared/tokenizers/llama-2) whose length `vocab_size` must equal.
+    """
 
     hidden_size: int = 64
     intermediate_size: int = 172
@@ -111,6 +127,7 @@ class TinyModelConfig:
     num_key_value_heads: int = 4
     vocab_size: int = 1024
     max_position_embeddings: int = 2048
+    tokenizer: str | None = None
 
 
 @dataclass
@@ -153,6 +170,7 @@ class DataConfig:
     dedup: bool = False
     leakage: str = "report"
     released: str | None = None
+    template: str = "medtune"  # the prompt template trained on and evaluated with (medtune_utils.prompts)
 
 
 class TrainConfig(SimpleNamespace):
@@ -166,13 +184,15 @@ class TrainConfig(SimpleNamespace):
 class EvalConfig:
     """Which models are evaluated, on how many rows per source, and how generation runs."""
 
-    models: list[str] = field(default_factory=lambda: ["tuned"])
+    models: list[str | dict[str, Any]] = field(default_factory=lambda: ["tuned"])  # a name, or {name, template, shots}
     rows_per_source: int | None = None
     sources: list[str] | None = None
     batch_size: int = 16
     backend: str = "hf"
+    dtype: str = "auto"  # auto: bfloat16 on a GPU (float16 where it lacks bf16) whatever model.dtype, float32 on CPU
     max_new_tokens_cap: int = 1024
     bootstrap_samples: int = 1000
+    require_gpu: bool = False  # stop before any work when no GPU is visible or a hub model cannot be reached
 
 
 @dataclass
@@ -193,6 +213,32 @@ class Profile:
         data = dataclasses.asdict(self)
         data["train"] = vars(data["train"])
         return data
+
+
+def accumulation_steps(train: TrainConfig, world_size: int) -> int:
+    """Gradient accumulation for `world_size` processes: `global_batch_size / (per_device_train_batch_size * world_size)`.
+
+    Without a `global_batch_size` it is `gradient_accumulation_steps` as given. A global batch that the per-device batch
+    times the number of processes does not divide is an error naming the values that would divide it.
+    """
+    if train.global_batch_size is None:
+        return train.gradient_accumulation_steps
+    per_step = train.per_device_train_batch_size * world_size
+    steps, rest = divmod(train.global_batch_size, per_step)
+    if rest or not steps:
+        raise ConfigError(
+            f"train.global_batch_size={train.global_batch_size} is not a multiple of train.per_device_train_batch_size="
+            f"{train.per_device_train_batch_size} x {world_size} process(es) = {per_step}; choose a global batch that "
+            f"{per_step} divides (e.g. {max(steps, 1) * per_step}) or another per-device batch"
+        )
+    return steps
+
+
+def with_accumulation(profile: Profile, world_size: int) -> Profile:
+    """A copy of `profile` whose `train.gradient_accumulation_steps` is resolved for `world_size` processes."""
+    resolved = copy.deepcopy(profile)
+    resolved.train.gradient_accumulation_steps = accumulation_steps(profile.train, world_size)
+    return resolved
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -287,6 +333,8 @@ def parse_set_args(pairs: list[str]) -> dict[str, Any]:
 def _apply_mapping(target: Any, raw: dict[str, Any], origin: str, prefix: str) -> None:
     train = isinstance(target, TrainConfig)
     hints = _train_hints() if train else typing.get_type_hints(type(target))
+    if train and "gradient_accumulation_steps" in raw and "global_batch_size" not in raw:
+        target.global_batch_size = None  # a layer that states the accumulation itself replaces an inherited global batch
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
         if key not in hints:
@@ -356,6 +404,7 @@ def _validate(profile: Profile) -> None:
         "data.ner_format": (profile.data.ner_format, {"lines", "entities"}),
         "data.leakage": (profile.data.leakage, {"report", "drop", "fail"}),
         "eval.backend": (profile.eval.backend, {"hf", "vllm"}),
+        "eval.dtype": (profile.eval.dtype, {"auto", "float32", "bfloat16", "float16"}),
         "model.dtype": (profile.model.dtype, {"auto", "float32", "bfloat16", "float16"}),
         "train.on_too_long": (profile.train.on_too_long, {"drop", "fail"}),
     }
@@ -366,3 +415,21 @@ def _validate(profile: Profile) -> None:
         raise ConfigError(f"profile {profile.name!r}: train.warmup_ratio must be in [0, 1), got {profile.train.warmup_ratio}")
     if profile.lora.load_in_4bit and not profile.lora.enabled:
         raise ConfigError(f"profile {profile.name!r}: lora.load_in_4bit needs lora.enabled: true")
+    if profile.train.global_batch_size is not None and profile.train.global_batch_size < 1:
+        size = profile.train.global_batch_size
+        raise ConfigError(f"profile {profile.name!r}: train.global_batch_size must be positive, got {size}")
+    _validate_prompting(profile)
+
+
+def _validate_prompting(profile: Profile) -> None:
+    """`data.template` names a trainable template; each `eval.models` entry is a name or a valid {name, template, shots}."""
+    from .prompts import model_entry, trainable_templates
+
+    if profile.data.template not in trainable_templates():
+        known = sorted(trainable_templates())
+        raise ConfigError(f"profile {profile.name!r}: data.template must be one of {known}, got {profile.data.template!r}")
+    for item in profile.eval.models:
+        try:
+            model_entry(item)
+        except ValueError as exc:
+            raise ConfigError(f"profile {profile.name!r}: eval.models: {exc}") from None

@@ -37,6 +37,7 @@ CONFIG = "config.yaml"
 ENV = "env.json"
 DATA = "data"
 STATS = "stats.csv"
+TOKEN_COUNTS = "token_counts.json"  # token lengths per unique text, cached with the dataset (assemble.TokenCounter)
 MANIFEST = "manifest.json"
 DATASET_MARKER = "dataset_dict.json"
 BASE_MODEL = "base-model"
@@ -50,6 +51,12 @@ PREDICTIONS = "predictions"
 SCORES = "scores.json"
 FIGURES = "figures"
 NOTEBOOKS = "notebooks"
+ENCODERS = "encoders"
+ANALYSIS = "analysis"  # error analysis of the current predictions (medtune_utils.analysis), one CSV per table
+CONFUSION = "confusion"
+NER_ERRORS = "ner_errors"
+MALFORMED_SHAPES = "malformed_shapes"
+BUDGET_HITS = "budget_hits"
 LOCK = ".lock"
 SPLITS = ("train", "validation")
 
@@ -98,6 +105,11 @@ class Run:
     @property
     def data_dir(self) -> Path:
         return self.dir / DATA
+
+    @property
+    def token_counts_path(self) -> Path:
+        """The token-length cache of the assembly's texts, beside the dataset it was counted for."""
+        return self.data_dir / TOKEN_COUNTS
 
     @property
     def base_model_dir(self) -> Path:
@@ -170,6 +182,7 @@ class Run:
         predictions = self.dir / PREDICTIONS
         folders = [self.dir, self.data_dir, self.checkpoints_dir, predictions]
         folders += [p for p in predictions.glob("*") if p.is_dir() and not p.name.startswith(".")]
+        folders += [p for p in (self.dir / ENCODERS).glob("*") if p.is_dir() and not p.name.startswith(".")]
         return clean_interrupted_writes(folders)
 
     # ------------------------------------------------------------ profile and environment
@@ -365,6 +378,56 @@ class Run:
         if not self.has_scores():
             raise FileNotFoundError(f"no {SCORES} in {self.dir}: run notebooks/03_evaluate.ipynb first")
         return json.loads((self.dir / SCORES).read_text(encoding="utf-8"))
+
+    def merge_scores(self, models: dict[str, Any], fresh: dict[str, Any]) -> Path:
+        """Add or replace the scores of `models` in `scores.json`, keeping every other model's and the comparisons.
+
+        `fresh` holds the top-level fields (run, profile, eval_split, source_splits) used when no scores exist yet;
+        its `source_splits` are added to the file's.
+        """
+        scores = self.scores() if self.has_scores() else {**fresh, "models": {}, "comparisons": []}
+        scores.setdefault("models", {}).update(models)
+        scores.setdefault("source_splits", {}).update(fresh.get("source_splits", {}))
+        return self.write_scores(scores)
+
+    # ------------------------------------------------------------ encoder baselines (notebook 06)
+
+    def encoder_dir(self, model: str) -> Path:
+        """What encoder baseline `model` keeps besides its predictions and scores (its training log)."""
+        return self.dir / ENCODERS / model
+
+    def write_encoder_log(self, model: str, records: Sequence[dict[str, Any]]) -> Path:
+        """Replace encoder baseline `model`'s training log (loss per logging step, one record per source and step)."""
+        return write_jsonl_atomic(self.encoder_dir(model) / TRAIN_LOG, records)
+
+    def encoder_scores(self) -> dict[str, Any]:
+        """The scores in `scores.json` of encoder baselines (models with an encoder folder), which evaluation keeps."""
+        if not self.has_scores():
+            return {}
+        return {name: value for name, value in self.scores()["models"].items() if self.encoder_dir(name).is_dir()}
+
+    def encoder_log(self, model: str) -> list[dict[str, Any]]:
+        """Encoder baseline `model`'s training log; empty before notebook 06 trained it."""
+        path = self.encoder_dir(model) / TRAIN_LOG
+        return list(read_jsonl(path)) if path.is_file() else []
+
+    # ------------------------------------------------------------ error analysis (notebook 03)
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.dir / ANALYSIS
+
+    def write_analysis(self, tables: dict[str, pd.DataFrame]) -> Path:
+        """Replace the whole error analysis: `analysis/<name>.csv` per table (names may hold `/`), atomically."""
+        with atomic_dir(self.analysis_dir) as tmp:
+            for name, table in tables.items():
+                write_text_atomic(tmp / f"{name}.csv", table.to_csv(index=False))
+        return self.analysis_dir
+
+    def analysis(self, name: str) -> pd.DataFrame:
+        """One table of the error analysis by name (e.g. `budget_hits`, `confusion/tuned/GAD`); empty when absent."""
+        path = self.analysis_dir / f"{name}.csv"
+        return pd.read_csv(path, keep_default_na=False) if path.is_file() else pd.DataFrame()
 
     # ------------------------------------------------------------ notebooks and figures
 

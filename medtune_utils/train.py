@@ -9,6 +9,8 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
+import random
 import re
 import shutil
 import time
@@ -19,19 +21,33 @@ import pandas as pd
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import IntervalStrategy, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer import FSDP_MODEL_NAME, SCALER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTConfig, SFTTrainer
 
 from . import modeling
-from .config import ConfigError, Profile, load_profile, parse_set_args
+from .config import ConfigError, Profile, accumulation_steps, load_profile, parse_set_args, with_accumulation
 from .environment import git_commit
 from .io import atomic_dir, write_text_atomic
-from .prompts import to_prompt_completion, training_text
+from .prompts import TEMPLATE, to_prompt_completion, training_text
 from .run import MODEL_CARD, STEP_INPUTS, Run, section_hashes
 
 log = logging.getLogger(__name__)
 
+# Files of a checkpoint that only resuming reads: trainer state, optimizer (also FSDP's `optimizer_0`, DeepSpeed's
+# shards), scheduler, grad scaler, RNG states, FSDP sharded weights, DeepSpeed's `latest` and recovery script.
+RESUME_STATE_PREFIXES = (
+    TRAINER_STATE_NAME,
+    "optimizer",
+    SCHEDULER_NAME,
+    SCALER_NAME,
+    "rng_state",
+    FSDP_MODEL_NAME,
+    "latest",
+    "zero_to_fp32",
+    "global_step",
+)
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "num_tokens", "epoch")
 # Settings that do not change the trained weights: a checkpoint may be resumed with other values of these.
 NOT_IN_RECIPE = (
@@ -51,6 +67,9 @@ NOT_IN_RECIPE = (
     "hub_strategy",
     "dataloader_num_workers",
     "torch_empty_cache_steps",
+    "eval_rows",
+    "eval_strategy",
+    "eval_steps",
 )
 
 
@@ -63,7 +82,8 @@ def sft_config(profile: Profile, output_dir: str | Path) -> SFTConfig:
     """The TRL config for a profile: every `train` setting, and those the code fixes (`config.TRAIN_SET_BY_CODE`).
 
     A null `bf16`, `gradient_checkpointing`, `use_liger_kernel` or `report_to` is decided from the hardware: bf16 and
-    checkpointing on GPU, fp32 without checkpointing on CPU.
+    checkpointing on GPU, fp32 without checkpointing on CPU. The accumulation comes from `train.global_batch_size` and the
+    number of processes when the profile states a global batch; under FSDP gradients are synced every micro-batch.
     """
     gpu = on_gpu()
     auto = {
@@ -75,9 +95,14 @@ def sft_config(profile: Profile, output_dir: str | Path) -> SFTConfig:
     settings = {key: auto[key] if value is None and key in auto else value for key, value in vars(profile.train).items()}
     settings.pop("resume")
     settings.pop("on_too_long")
+    settings.pop("global_batch_size")
+    eval_rows = settings.pop("eval_rows")
+    eval_strategy = settings.pop("eval_strategy", "steps" if eval_rows else "no")
     checkpointing = settings.pop("gradient_checkpointing")
     warmup_ratio = settings.pop("warmup_ratio")
-    return SFTConfig(
+    if fsdp_launch(settings.get("fsdp")):
+        settings["accelerator_config"] = sync_each_micro_batch(settings.get("accelerator_config"))
+    args = SFTConfig(
         **settings,
         output_dir=str(output_dir),
         warmup_steps=warmup_ratio,  # transformers 5 has no warmup_ratio: a warmup_steps below 1 is a ratio of all steps
@@ -87,16 +112,40 @@ def sft_config(profile: Profile, output_dir: str | Path) -> SFTConfig:
         fp16=False,
         logging_first_step=True,
         save_strategy="steps",
+        eval_strategy=eval_strategy,
         seed=profile.seed,
         data_seed=profile.seed,
         use_cpu=not gpu,
         disable_tqdm=False,
     )
+    args.gradient_accumulation_steps = accumulation_steps(profile.train, args.world_size)
+    return args
 
 
-def prompt_completion(dataset: Dataset) -> Dataset:
-    """Instruction rows -> TRL's prompt/completion columns, via the shared prompt builder."""
-    return dataset.map(to_prompt_completion, remove_columns=dataset.column_names, desc="Building prompts")
+def fsdp_launch(fsdp_setting: Any = None) -> bool:
+    """Whether training runs under FSDP: launched with an FSDP accelerate config, or `train.fsdp` set in the profile."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or bool(fsdp_setting)
+
+
+def sync_each_micro_batch(accelerator_config: dict[str, Any] | None) -> dict[str, Any]:
+    """`accelerator_config` with `gradient_accumulation_kwargs.sync_each_batch` on, unless the profile set it.
+
+    Between micro-batches the Trainer enters `Accelerator.no_sync`, which under FSDP2 turns off gradient sync: every
+    rank then keeps the whole model's unsharded bf16 gradients (+12.6 GiB per GPU at 7B) until the last micro-batch.
+    Syncing each micro-batch reduce-scatters them at once and keeps only the fp32 shard.
+    """
+    if accelerator_config is not None and not isinstance(accelerator_config, dict):
+        raise ConfigError(f"train.accelerator_config must be a mapping under FSDP, got {accelerator_config!r}")
+    merged = dict(accelerator_config or {})
+    merged["gradient_accumulation_kwargs"] = {"sync_each_batch": True, **(merged.get("gradient_accumulation_kwargs") or {})}
+    return merged
+
+
+def prompt_completion(dataset: Dataset, template: str = TEMPLATE) -> Dataset:
+    """Instruction rows -> TRL's prompt/completion columns, via the named prompt template."""
+    return dataset.map(
+        to_prompt_completion, fn_kwargs={"template": template}, remove_columns=dataset.column_names, desc="Building prompts"
+    )
 
 
 def base_model_location(profile: Profile, run: Run, data: DatasetDict) -> str:
@@ -104,7 +153,7 @@ def base_model_location(profile: Profile, run: Run, data: DatasetDict) -> str:
     if not modeling.is_tiny(profile.model.base):
         return profile.model.base
     if not modeling.is_saved_model(run.base_model_dir):
-        texts = (training_text(row) for row in data["train"])
+        texts = (training_text(row, profile.data.template) for row in data["train"])
         modeling.create_tiny_base(profile.model.tiny, texts, run.base_model_dir, profile.seed)
     return str(run.base_model_dir)
 
@@ -125,6 +174,8 @@ class JsonlLogCallback(TrainerCallback):
             self.run.trim_train_log(state.global_step)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and logs and "eval_loss" in logs:
+            self.run.append_train_log({"step": state.global_step, "eval_loss": logs["eval_loss"]})
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
         now = time.perf_counter()
@@ -145,15 +196,22 @@ def build_trainer(
     output_dir: str | Path,
     callbacks: list[TrainerCallback] | None = None,
     args: SFTConfig | None = None,
+    eval_dataset: Dataset | None = None,
 ) -> SFTTrainer:
     """An `SFTTrainer` on prompt/completion data, with LoRA adapters when the profile asks for them.
 
+    `eval_dataset` (instruction rows) gives the evaluation loss at each evaluation step (`train.eval_rows`).
+
     Without packing TRL truncates rows to `max_length` and drops those left with no answer token; a warning counts them.
     """
+    args = args or sft_config(profile, output_dir)
+    if eval_dataset is None and "eval_strategy" not in vars(profile.train):
+        args.eval_strategy = IntervalStrategy.NO  # `train.eval_rows` with no rows given (an empty split, a bare trainer)
     trainer = SFTTrainer(
         model=model,
-        args=args or sft_config(profile, output_dir),
-        train_dataset=prompt_completion(train_dataset),
+        args=args,
+        train_dataset=prompt_completion(train_dataset, profile.data.template),
+        eval_dataset=prompt_completion(eval_dataset, profile.data.template) if eval_dataset is not None else None,
         processing_class=tokenizer,
         peft_config=modeling.peft_config(profile.lora) if profile.lora.enabled else None,
         callbacks=callbacks,
@@ -169,6 +227,14 @@ def build_trainer(
     return trainer
 
 
+def eval_subset(validation: Dataset, rows: int | None) -> Dataset | None:
+    """A fixed subset of `rows` validation rows for the evaluation loss (seeded by a constant, not the run's seed)."""
+    if not rows or not len(validation):
+        return None
+    keep = sorted(random.Random("eval_loss").sample(range(len(validation)), min(rows, len(validation))))
+    return validation.select(keep)
+
+
 def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback] | None = None) -> Path:
     """Fine-tune on the run's instruction data, resuming from the last complete checkpoint when `train.resume`; save its model.
 
@@ -178,6 +244,7 @@ def train(profile: Profile, run_dir: str | Path, callbacks: list[TrainerCallback
     run = Run(run_dir)
     run.check_upstream("finetune", profile)
     args = sft_config(profile, run.checkpoints_dir)  # sets up the (distributed) process state, as the trainer will use it
+    profile = with_accumulation(profile, args.world_size)  # the accumulation in use is what config.yaml records
     with run.lock("finetune", active=args.process_index == 0):
         return _train(profile, run, args, callbacks)
 
@@ -190,44 +257,63 @@ def _train(profile: Profile, run: Run, args: SFTConfig, callbacks: list[TrainerC
     previous = (run.step("finetune") or {}).get("summary")
     if finished and previous and previous["global_step"] == finished["global_step"] and run.has_model():
         log.info("training already finished at %s; keeping %s", resume_from, run.model_dir)
-        if args.process_index == 0:
-            run.record_step("finetune", profile, {"summary": previous})
+        if args.process_index == 0:  # recorded as trained: with the accumulation of the launch that trained it
+            trained = with_accumulation(profile, previous.get("world_size", args.world_size))
+            run.record_step("finetune", trained, {"summary": previous})
         return run.model_dir
     with args.main_process_first(local=False, desc="tiny base model"):  # built once, not by every process at once
         base = base_model_location(profile, run, data)
     tokenizer = modeling.load_tokenizer(base, padding_side="right", revision=profile.model.revision)
     too_long = check_lengths(profile, run, data["train"], tokenizer, args.process_index == 0)
-    model = modeling.load_model(base, profile.model, profile.lora, revision=profile.model.revision)
+    started = time.perf_counter()
+    if finished:
+        # Its model folder is missing (a crash while saving). `Trainer.train` would run one step past `max_steps` when
+        # resumed from a finished checkpoint; the checkpoint already holds what `Trainer.save_model` writes, so publish that.
+        summary = _summary(finished["global_step"], finished["log_history"], too_long, started, resume_from, profile)
+        recover_model(Path(resume_from), tokenizer, profile, run, summary, main=args.process_index == 0)
+        if args.process_index == 0:
+            run.record_step("finetune", profile, {"summary": summary})
+        return run.model_dir
+    packing = bool(profile.train.packing)
+    model = modeling.load_model(base, profile.model, profile.lora, revision=profile.model.revision, packing=packing)
+    attention = modeling.resolve_attention(profile.model.attn_implementation, packing)
+    modeling.warn_if_dense_packing(attention, packing, profile.train.max_length)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.generation_config = modeling.generation_config_for(tokenizer)
 
     callbacks = [JsonlLogCallback(run), *(callbacks or [])]
-    trainer = build_trainer(profile, model, tokenizer, data["train"], run.checkpoints_dir, callbacks, args)
-    started = time.perf_counter()
-    if finished:
-        # Its model folder is missing (a crash while saving). `Trainer.train` would run one step past `max_steps`
-        # when resumed from a finished checkpoint, so load the checkpoint's weights instead.
-        trainer._load_from_checkpoint(resume_from)
-        global_step, history = finished["global_step"], finished["log_history"]
-    else:
-        trainer.train(resume_from_checkpoint=resume_from)
-        if trainer.state.global_step < trainer.state.max_steps:
-            log.warning("training stopped at step %d of %d; rerun to resume", trainer.state.global_step, trainer.state.max_steps)
-            return run.checkpoints_dir
-        global_step, history = trainer.state.global_step, trainer.state.log_history
-    summary = {
+    evaluation = eval_subset(data["validation"], profile.train.eval_rows)
+    trainer = build_trainer(profile, model, tokenizer, data["train"], run.checkpoints_dir, callbacks, args, evaluation)
+    trainer.train(resume_from_checkpoint=resume_from)
+    if trainer.state.global_step < trainer.state.max_steps:
+        log.warning("training stopped at step %d of %d; rerun to resume", trainer.state.global_step, trainer.state.max_steps)
+        return run.checkpoints_dir
+    summary = _summary(trainer.state.global_step, trainer.state.log_history, too_long, started, resume_from, profile)
+    save_model(trainer, tokenizer, profile, run, summary)
+    if trainer.is_world_process_zero():
+        run.record_step("finetune", profile, {"summary": summary})
+    return run.model_dir
+
+
+def _summary(
+    global_step: int,
+    history: list[dict[str, Any]],
+    too_long: dict[str, dict[str, int]],
+    started: float,
+    resume_from: str | None,
+    profile: Profile,
+) -> dict[str, Any]:
+    """What `env.json` and the model card record about a finished training run."""
+    return {
         "global_step": global_step,
         "train_loss": mean_logged_loss(history),
         "too_long": too_long,
         "train_seconds": time.perf_counter() - started,
         "resumed_from": Path(resume_from).name if resume_from else None,
         "base_model": profile.model.base,
+        "world_size": PartialState().num_processes,
     }
-    save_model(trainer, tokenizer, profile, run, summary)
-    if trainer.is_world_process_zero():
-        run.record_step("finetune", profile, {"summary": summary})
-    return run.model_dir
 
 
 def save_model(
@@ -244,8 +330,37 @@ def save_model(
     accelerator.wait_for_everyone()
     trainer.save_model(str(run.staging_dir))
     accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
-        return
+    if trainer.is_world_process_zero():
+        publish_model(run, tokenizer, profile, summary)
+
+
+def is_resume_state(name: str) -> bool:
+    """Whether a checkpoint file holds the trainer's resume state rather than what `Trainer.save_model` writes."""
+    return name.startswith(RESUME_STATE_PREFIXES)
+
+
+def recover_model(
+    checkpoint: Path, tokenizer: PreTrainedTokenizerBase, profile: Profile, run: Run, summary: dict[str, Any], main: bool
+) -> None:
+    """The model folder from a finished checkpoint: its saved weights (gathered by `Trainer.save_model` when it was
+    written, whatever the sharding), without the optimizer, scheduler, RNG and trainer state. No model is loaded."""
+    if main:
+        shutil.rmtree(run.staging_dir, ignore_errors=True)
+        run.staging_dir.mkdir(parents=True)
+        for item in sorted(checkpoint.iterdir()):
+            if item.is_file() and not is_resume_state(item.name):
+                shutil.copy2(item, run.staging_dir / item.name)
+        if not any(run.staging_dir.glob("*.safetensors")):
+            raise RuntimeError(
+                f"{checkpoint} holds no gathered weights to publish (an FSDP SHARDED_STATE_DICT checkpoint?): use "
+                "fsdp_state_dict_type FULL_STATE_DICT as configs/accelerate/fsdp.yaml does, or set train.resume: false"
+            )
+        publish_model(run, tokenizer, profile, summary)
+    PartialState().wait_for_everyone()
+
+
+def publish_model(run: Run, tokenizer: PreTrainedTokenizerBase, profile: Profile, summary: dict[str, Any]) -> None:
+    """Move the staged weights into the model folder atomically, with tokenizer, generation config and model card."""
     with atomic_dir(run.model_dir) as tmp:
         if profile.lora.enabled and profile.lora.merge_on_save:
             _merged(run.staging_dir, profile, tokenizer).save_pretrained(tmp)
@@ -278,7 +393,7 @@ def model_card(profile: Profile, run: Run, summary: dict[str, Any]) -> str:
         f"{profile.description}\n\n"
         f"- Base model: `{profile.model.base}`\n"
         f"- Saved as: {kind}\n"
-        f"- Prompt template: `medtune_utils.prompts.build_prompt` (Alpaca-style; use the same template to query it)\n"
+        f"- Prompt template: `{profile.data.template}` (`medtune_utils.prompts.TEMPLATES`; query the model with the same one)\n"
         f"- Steps: {summary['global_step']}, mean logged training loss {summary['train_loss']:.4f}, "
         f"{summary['train_seconds']:.0f} s\n"
         f"- Code: medtune commit `{git_commit()}`\n"
@@ -289,8 +404,13 @@ def model_card(profile: Profile, run: Run, summary: dict[str, Any]) -> str:
 
 
 def recipe(profile: Profile) -> dict[str, str]:
-    """Hashes of the settings a checkpoint's weights depend on (the fine-tuning inputs less `NOT_IN_RECIPE`)."""
-    return section_hashes(profile, STEP_INPUTS["finetune"], drop={"train": NOT_IN_RECIPE})
+    """Hashes of the settings a checkpoint's weights depend on (the fine-tuning inputs less `NOT_IN_RECIPE`).
+
+    With a `global_batch_size` the accumulation is not part of it: it only splits the same global batch over however
+    many processes run (so a run may resume on another number of GPUs).
+    """
+    derived = ("gradient_accumulation_steps",) if profile.train.global_batch_size is not None else ()
+    return section_hashes(profile, STEP_INPUTS["finetune"], drop={"train": NOT_IN_RECIPE + derived})
 
 
 def mean_logged_loss(log_history: list[dict[str, Any]]) -> float:
@@ -302,13 +422,15 @@ def mean_logged_loss(log_history: list[dict[str, Any]]) -> float:
     return sum(losses) / len(losses) if losses else float("nan")
 
 
-def too_long_counts(rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, keep_end: bool = False) -> pd.DataFrame:
+def too_long_counts(
+    rows: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, keep_end: bool = False, template: str = TEMPLATE
+) -> pd.DataFrame:
     """Per source, training rows longer than `max_length` tokens (prompt, answer and eos, tokenized as TRL does).
 
     `too_long_dropped`: the prompt alone fills `max_length`, so no answer token is left to learn (TRL drops the row;
     packing keeps it fully masked); `too_long_truncated`: the answer is cut short. `keep_end` truncation never drops.
     """
-    pairs = [to_prompt_completion(row) for row in rows]
+    pairs = [to_prompt_completion(row, template) for row in rows]
     prompts = modeling.token_counts(tokenizer, [p["prompt"] for p in pairs], special=True)
     answers = modeling.token_counts(tokenizer, [p["completion"] for p in pairs], special=False)
     frame = pd.DataFrame({"source": rows["source"], "prompt": prompts, "total": [p + a + 1 for p, a in zip(prompts, answers)]})
@@ -327,7 +449,7 @@ def check_lengths(
     """
     max_length = profile.train.max_length
     keep_end = getattr(profile.train, "truncation_mode", "keep_start") == "keep_end"
-    counts = too_long_counts(rows, tokenizer, max_length, keep_end)
+    counts = too_long_counts(rows, tokenizer, max_length, keep_end, profile.data.template)
     if main:
         run.update_stats(counts)
     found = counts[(counts.too_long_dropped > 0) | (counts.too_long_truncated > 0)]
