@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from frames import only_row
 from PIL import Image
 
 from medtune_utils.io import read_jsonl
@@ -50,14 +51,6 @@ def _edit_scores(run: Path, drop_models: frozenset[str] = frozenset(), drop_sour
         c for c in scores["comparisons"] if c["source"] not in drop_sources and c["model_b"] not in drop_models
     ]
     path.write_text(json.dumps(scores, indent=2, sort_keys=True))
-
-
-def _row(table: pd.DataFrame, **where: str) -> pd.Series:
-    hit = table
-    for column, value in where.items():
-        hit = hit[hit[column] == value]
-    assert len(hit) == 1, where
-    return hit.iloc[0]
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +171,7 @@ def test_collected_predictions_carry_run_and_length() -> None:
     predictions = collect_predictions([FIXTURE])
     assert set(predictions.model) == {"base", "tuned"} and set(predictions.run) == {RUN}
     assert len(predictions) == 2 * (3 + 3 + 3 + 4)
-    ncbi = _row(predictions, model="tuned", id="NCBI-disease/devel/4")
+    ncbi = only_row(predictions, model="tuned", id="NCBI-disease/devel/4")
     assert ncbi.words == 3 * 17
 
 
@@ -218,8 +211,10 @@ def test_damaged_runs_still_give_every_file(degraded_report: tuple[Report, Path,
 def test_run_without_predictions_logs_or_stats(degraded_report: tuple[Report, Path, list[Path]]) -> None:
     """Scores alone still fill the main table; composition comes from the first run that has data statistics."""
     report, _, runs = degraded_report
-    assert _row(report.tables["main_results"], Dataset="MedNLI", Metric="Accuracy")["scores_only/tuned"] == "78.00 [72.0, 83.5]"
-    assert _row(report.tables["composition"], Dataset="Total")["Train rows"] == 43046
+    assert (
+        only_row(report.tables["main_results"], Dataset="MedNLI", Metric="Accuracy")["scores_only/tuned"] == "78.00 [72.0, 83.5]"
+    )
+    assert only_row(report.tables["composition"], Dataset="Total")["Train rows"] == 43046
     assert side_by_side(runs[1]).empty
 
 
@@ -229,7 +224,7 @@ def test_model_absent_from_a_run(degraded_report: tuple[Report, Path, list[Path]
     report, _, runs = degraded_report
     main_table = report.tables["main_results"]
     assert "base_only/tuned" not in main_table.columns
-    assert _row(main_table, Dataset="GAD", Metric="F1")["base_only/base"] == "55.63 [47.1, 63.4]"
+    assert only_row(main_table, Dataset="GAD", Metric="F1")["base_only/base"] == "55.63 [47.1, 63.4]"
     assert "base_only/base" in report.tables["malformed"].columns
     assert "base_only/tuned" not in report.tables["malformed"].columns
     assert collect_comparisons([runs[2]]).empty
@@ -239,7 +234,7 @@ def test_model_absent_from_a_run(degraded_report: tuple[Report, Path, list[Path]
 def test_source_absent_from_one_run(degraded_report: tuple[Report, Path, list[Path]]) -> None:
     """A run that skipped HoC: empty HoC cells and no per-label column for it; a missing prediction file shows absent."""
     report, _, runs = degraded_report
-    hoc = _row(report.tables["main_results"], Dataset="HoC", Metric="Micro-F1")
+    hoc = only_row(report.tables["main_results"], Dataset="HoC", Metric="Micro-F1")
     assert hoc["scores_only/tuned"] == "68.74 [64.0, 73.2]" and hoc["no_hoc/tuned"] == ""
     assert not any(column.startswith("no_hoc/") for column in report.tables["per_label_hoc"].columns)
     malformed = report.tables["malformed"].set_index("Dataset")
