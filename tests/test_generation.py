@@ -84,7 +84,10 @@ def devel_rows(tokenizer: PreTrainedTokenizerFast) -> list[dict[str, str]]:
     """16 devel rows from the shortest to the longest input (evenly spaced in token length)."""
     rows = sorted(_ncbi_rows("devel"), key=lambda r: (len(tokenizer(r["input"])["input_ids"]), r["id"]))
     if len(rows) < 16:
-        pytest.skip(f"only {len(rows)} NCBI-disease devel rows available")
+        pytest.skip(
+            f"only {len(rows)} NCBI-disease devel rows in data/sample; the 16 this needs come with the public data "
+            f"(set MEDTUNE_SHARED_DATA or place it in ../shared/data)"
+        )
     return [rows[round(i * (len(rows) - 1) / 15)] for i in range(16)]
 
 
