@@ -1,4 +1,4 @@
-"""Batched greedy decoding: left padding, KV cache, per-row token budgets, stops at eos and the next `###`.
+"""Batched greedy decoding: left padding, a KV cache allocated per batch, per-row token budgets, stops at eos and `###`.
 
 The Hugging Face backend runs everywhere; `vllm_backend` serves the same inputs with vLLM on a GPU.
 """
@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
+from .kv_cache import preallocated_cache
 from .modeling import token_counts
 from .tasks import Task
 from .tasks.freetext import FreeTextTask
@@ -149,7 +150,7 @@ def generate(
     progress: bool = True,
     desc: str = "generating",
     groups: Sequence[str] | None = None,
-    cache_implementation: str | None = None,
+    cache_implementation: str = "preallocated",
 ) -> list[Generation]:
     """Greedy (or beam) continuations of `prompts`, in input order, each cut before its first stop string.
 
@@ -157,8 +158,9 @@ def generate(
     greedy row stops at eos, a stop string or its own budget, and a batch ends as soon as all of its rows have
     stopped; each row is cut to its own budget, so the result does not depend on the batch size. Like vLLM,
     the stop string itself is not returned. A row hit its budget when it used every token of it without an eos
-    or a stop string. `cache_implementation` is passed to Hugging Face (`"static"`: a preallocated KV cache; the
-    default grows it step by step; benchmarks/eval_speed.py compares them).
+    or a stop string. `cache_implementation`: `"preallocated"` (greedy only: `kv_cache.PreallocatedCache`, one
+    buffer per batch, no copy per step), or any value Hugging Face takes (`"dynamic"`, its default, grows the cache
+    by concatenation; `"static"` attends over the whole buffer); benchmarks/eval_speed.py compares them.
     """
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts):
@@ -183,13 +185,14 @@ def generate(
                 row_budgets = [budgets[i] for i in batch]
                 own_budgets = num_beams == 1 and len(set(row_budgets)) > 1
                 criteria = StoppingCriteriaList([RowBudgets(row_budgets, prompt_length, device)]) if own_budgets else None
+                cache = _cache(model, cache_implementation, num_beams, prompt_length + max(row_budgets))
                 generated = model.generate(
                     **{k: v.to(device) for k, v in padded.items()},
                     max_new_tokens=max(row_budgets),
                     do_sample=False,
                     num_beams=num_beams,
                     use_cache=True,
-                    cache_implementation=cache_implementation,
+                    **cache,
                     stop_strings=stops or None,
                     tokenizer=tokenizer if stops else None,
                     stopping_criteria=criteria,
@@ -203,6 +206,14 @@ def generate(
     finally:
         model.train(was_training)
     return [by_index[i] for i in range(len(prompts))]
+
+
+def _cache(model: PreTrainedModel, implementation: str, num_beams: int, capacity: int) -> dict[str, object]:
+    """The cache argument for `model.generate`: our preallocated cache for greedy decoding, else Hugging Face's."""
+    if implementation != "preallocated":
+        return {"cache_implementation": implementation}
+    cache = preallocated_cache(model.config, capacity) if num_beams == 1 else None
+    return {"cache": cache} if cache is not None else {}
 
 
 def _finish(tokenizer: PreTrainedTokenizerBase, ids: list[int], budget: int, stops: Sequence[str]) -> Generation:

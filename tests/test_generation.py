@@ -132,6 +132,17 @@ def test_batched_left_padded_generation_equals_batch_size_one(
     assert generate(model, tokenizer, prompts, budgets, batch_size=batch_size, progress=False) == one_by_one
 
 
+def test_the_preallocated_cache_gives_hugging_face_s_growing_cache_results(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], budgets: list[int]
+) -> None:
+    ours = generate(model, tokenizer, prompts, budgets, batch_size=8, progress=False)
+    assert ours == generate(model, tokenizer, prompts, budgets, batch_size=8, progress=False, cache_implementation="dynamic")
+    beams = generate(model, tokenizer, prompts[:3], 12, batch_size=1, num_beams=2, progress=False)
+    assert beams == generate(
+        model, tokenizer, prompts[:3], 12, batch_size=1, num_beams=2, progress=False, cache_implementation="dynamic"
+    )
+
+
 def test_generation_is_deterministic(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str]) -> None:
     first = generate(model, tokenizer, prompts, 24, batch_size=8, progress=False)
     assert generate(model, tokenizer, prompts, 24, batch_size=8, progress=False) == first
