@@ -21,6 +21,7 @@ from .tasks.freetext import FreeTextTask
 from .tasks.ner import NerTask
 
 STOP_STRINGS = ("###",)
+CACHE_FIRST_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,10 @@ def generate(
     greedy row stops at eos, a stop string or its own budget, and a batch ends as soon as all of its rows have
     stopped; each row is cut to its own budget, so the result does not depend on the batch size. Like vLLM,
     the stop string itself is not returned. A row hit its budget when it used every token of it without an eos
-    or a stop string. `cache_implementation`: `"preallocated"` (greedy only: `kv_cache.PreallocatedCache`, one
-    buffer per batch, no copy per step), or any value Hugging Face takes (`"dynamic"`, its default, grows the cache
-    by concatenation; `"static"` attends over the whole buffer); benchmarks/eval_speed.py compares them.
+    or a stop string. `cache_implementation`: `"preallocated"` (greedy only: `kv_cache.PreallocatedCache`, a
+    buffer per batch that doubles when full, no copy per step), or any value Hugging Face takes (`"dynamic"`, its
+    default, grows the cache by concatenation; `"static"` attends over the whole buffer); benchmarks/eval_speed.py
+    compares them.
     """
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts):
@@ -185,7 +187,7 @@ def generate(
                 row_budgets = [budgets[i] for i in batch]
                 own_budgets = num_beams == 1 and len(set(row_budgets)) > 1
                 criteria = StoppingCriteriaList([RowBudgets(row_budgets, prompt_length, device)]) if own_budgets else None
-                cache = _cache(model, cache_implementation, num_beams, prompt_length + max(row_budgets))
+                cache = _cache(model, cache_implementation, num_beams, prompt_length, max(row_budgets))
                 generated = model.generate(
                     **{k: v.to(device) for k, v in padded.items()},
                     max_new_tokens=max(row_budgets),
@@ -208,11 +210,15 @@ def generate(
     return [by_index[i] for i in range(len(prompts))]
 
 
-def _cache(model: PreTrainedModel, implementation: str, num_beams: int, capacity: int) -> dict[str, object]:
-    """The cache argument for `model.generate`: our preallocated cache for greedy decoding, else Hugging Face's."""
+def _cache(model: PreTrainedModel, implementation: str, num_beams: int, prompt_length: int, budget: int) -> dict[str, object]:
+    """The cache argument for `model.generate`: our preallocated cache for greedy decoding, else Hugging Face's.
+
+    Its buffer starts with room for the prompt and `CACHE_FIRST_TOKENS` new tokens and doubles up to the budget.
+    """
     if implementation != "preallocated":
         return {"cache_implementation": implementation}
-    cache = preallocated_cache(model.config, capacity) if num_beams == 1 else None
+    limit, initial = prompt_length + budget, prompt_length + min(budget, CACHE_FIRST_TOKENS)
+    cache = preallocated_cache(model.config, limit, initial) if num_beams == 1 else None
     return {"cache": cache} if cache is not None else {}
 
 

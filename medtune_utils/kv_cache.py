@@ -1,10 +1,12 @@
-"""A KV cache that is allocated once per batch and attends over the filled part only.
+"""A KV cache that is allocated per batch, grows by doubling, and attends over its filled part only.
 
 Hugging Face's default `DynamicCache` grows by `torch.cat` at every decoding step, so each step copies the whole
 cache, and the copies grow with the batch and the answer. Its `StaticCache` avoids the copy but attends over the
-whole preallocated length at every step. `PreallocatedCache` writes each step into a buffer sized for the batch's
-prompt plus its largest budget and returns a view of the filled part, so a step neither copies the cache nor
-attends past the tokens written so far. `benchmarks/eval_speed.py` measures it against both.
+whole preallocated length at every step. `PreallocatedCache` writes each step into a buffer and returns a view of
+the filled part, so a step neither copies the cache nor attends past the tokens written so far. The buffer starts
+at `initial` positions and doubles when full, never past `limit` (the batch's prompt plus its largest budget), so
+a batch whose rows stop early does not hold memory for budgets it never uses. `benchmarks/eval_speed.py` measures
+it against both.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 
 class PreallocatedLayer(DynamicLayer):
-    """One layer's keys and values in a buffer of `capacity` positions (doubled if ever exceeded)."""
+    """One layer's keys and values in a buffer of `initial` positions that doubles when full, up to `limit`."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, limit: int, initial: int | None = None) -> None:
         super().__init__()
-        self.capacity = capacity
+        self.limit = limit
+        self.initial = min(limit, initial or limit)
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
-        capacity = max(self.capacity, key_states.shape[-2])
+        capacity = max(self.initial, key_states.shape[-2])
         self._keys = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
         self._values = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
         self.is_initialized = True
@@ -46,8 +49,8 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def _grow(self, needed: int) -> None:
-        """Move the filled part into a buffer of at least twice the capacity (only when a caller under-sized it)."""
-        capacity = max(needed, 2 * self._keys.shape[-2])
+        """Move the filled part into a buffer twice as long (at most `limit`, at least `needed`)."""
+        capacity = max(needed, min(2 * self._keys.shape[-2], self.limit))
         keys = self._keys.new_empty((*self._keys.shape[:-2], capacity, self._keys.shape[-1]))
         values = self._values.new_empty((*self._values.shape[:-2], capacity, self._values.shape[-1]))
         keys[..., : self.length, :] = self._keys[..., : self.length, :]
@@ -89,17 +92,17 @@ class PreallocatedLayer(DynamicLayer):
 
 
 class PreallocatedCache(Cache):
-    """A `Cache` of `PreallocatedLayer`s, one per decoder layer, each sized for `capacity` positions."""
+    """A `Cache` of `PreallocatedLayer`s, one per decoder layer."""
 
-    def __init__(self, num_layers: int, capacity: int) -> None:
-        super().__init__(layers=[PreallocatedLayer(capacity) for _ in range(num_layers)])
+    def __init__(self, num_layers: int, limit: int, initial: int | None = None) -> None:
+        super().__init__(layers=[PreallocatedLayer(limit, initial) for _ in range(num_layers)])
 
 
-def preallocated_cache(config: PreTrainedConfig, capacity: int) -> PreallocatedCache | None:
+def preallocated_cache(config: PreTrainedConfig, limit: int, initial: int | None = None) -> PreallocatedCache | None:
     """A `PreallocatedCache` for a model whose every layer attends over the full sequence; None otherwise
     (sliding-window or linear-attention layers need their own cache types, which Hugging Face builds)."""
     text_config = config.get_text_config(decoder=True)
     layer_types = getattr(text_config, "layer_types", None) or ["full_attention"] * text_config.num_hidden_layers
     if any(kind != "full_attention" for kind in layer_types):
         return None
-    return PreallocatedCache(len(layer_types), capacity)
+    return PreallocatedCache(len(layer_types), limit, initial)

@@ -42,12 +42,12 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return prompt, mask
 
 
-@pytest.mark.parametrize("capacity", [9 + STEPS, 1])
+@pytest.mark.parametrize("initial", [9 + STEPS, 1, 10])
 def test_logits_equal_the_growing_cache_whether_the_buffer_fits_or_has_to_grow(
-    model: LlamaForCausalLM, batch: tuple[torch.Tensor, torch.Tensor], capacity: int
+    model: LlamaForCausalLM, batch: tuple[torch.Tensor, torch.Tensor], initial: int
 ) -> None:
     reference = _decode(model, DynamicCache(), *batch)
-    cache = PreallocatedCache(2, capacity)
+    cache = PreallocatedCache(2, limit=9 + STEPS, initial=initial)
     ours = _decode(model, cache, *batch)
     for step, (a, b) in enumerate(zip(reference, ours)):
         torch.testing.assert_close(a, b, msg=f"step {step}")
@@ -57,7 +57,7 @@ def test_logits_equal_the_growing_cache_whether_the_buffer_fits_or_has_to_grow(
 def test_steps_write_into_one_buffer_and_return_views_of_the_filled_part(
     model: LlamaForCausalLM, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
-    cache = PreallocatedCache(2, 9 + STEPS)
+    cache = PreallocatedCache(2, limit=9 + STEPS)
     layer = cache.layers[0]
     assert isinstance(layer, PreallocatedLayer)
     prompt, mask = batch
@@ -70,8 +70,20 @@ def test_steps_write_into_one_buffer_and_return_views_of_the_filled_part(
     assert layer._keys.shape[-2] == 9 + STEPS
 
 
+def test_the_buffer_doubles_when_full_but_never_past_its_limit() -> None:
+    layer = PreallocatedLayer(limit=20, initial=6)
+    step = torch.zeros(1, 1, 1, 2)
+    sizes = []
+    for _ in range(20):
+        layer.update(step, step)
+        sizes.append(layer._keys.shape[-2])
+    assert sorted(set(sizes)) == [6, 12, 20] and layer.get_seq_length() == 20
+    layer.update(step, step)
+    assert layer._keys.shape[-2] == 21  # a caller that under-sized the limit still gets every position
+
+
 def test_crop_and_batch_changes_keep_the_views_consistent() -> None:
-    layer = PreallocatedLayer(capacity=8)
+    layer = PreallocatedLayer(limit=8)
     keys = torch.arange(2 * 1 * 5 * 2, dtype=torch.float32).reshape(2, 1, 5, 2)
     layer.update(keys, -keys)
     layer.crop(-2)
